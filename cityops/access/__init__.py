@@ -1,0 +1,1 @@
+"""People and access: users, roles, data scope, login sessions."""

@@ -1,0 +1,1 @@
+"""City model and spatial services: regions, units, unit grids, components, categories."""
