@@ -1,0 +1,5 @@
+"""Auth and user administration endpoints (filled in by the access work)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

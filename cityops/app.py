@@ -1,0 +1,64 @@
+"""The FastAPI application: API routers of every bounded context (and later the console)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from cityops import __version__
+from cityops.core.db import Database, get_db, set_db
+from cityops.core.errors import DomainError
+from cityops.core.settings import get_settings
+
+log = logging.getLogger("cityops")
+
+
+def _warm(db: Database) -> None:
+    """Build the spatial indexes in the background so the first request is fast."""
+    from cityops.geo.index import indexes_for
+
+    try:
+        with db.session() as s:
+            h = indexes_for(s)
+            h.grids(s)
+            h.components(s)
+    except Exception:  # a fresh, empty or unmigrated database is not an error here
+        log.exception("warming spatial indexes failed")
+
+
+def create_app(db: Database | None = None) -> FastAPI:
+    database = db or get_db()
+    set_db(database)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if get_settings().warm_indexes:
+            threading.Thread(target=_warm, args=(database,), daemon=True).start()
+        yield
+
+    app = FastAPI(
+        title="CityOps 城市运行管理服务平台",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+    )
+    app.state.db = database
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status)
+
+    from cityops.access.api import router as access_router
+    from cityops.core.api import router as core_router
+    from cityops.geo.api import router as geo_router
+
+    app.include_router(core_router)
+    app.include_router(access_router)
+    app.include_router(geo_router)
+    return app

@@ -1,0 +1,5 @@
+"""City-model endpoints (filled in by the access/geo API work)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
