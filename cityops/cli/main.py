@@ -13,7 +13,9 @@ from cityops.core.db import Database
 from cityops.core.errors import DomainError
 
 app = typer.Typer(help="CityOps 城市运行管理服务平台 command line.", no_args_is_help=True)
-import_app = typer.Typer(help="Import city data (GeoJSON or CSV) with validation.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import city data (GeoJSON or CSV) with validation.", no_args_is_help=True
+)
 export_app = typer.Typer(help="Export city data as GeoJSON or CSV.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
@@ -38,14 +40,18 @@ def migrate() -> None:
 
     db = _db()
     upgrade(db.engine)
-    typer.echo(f"database {db.engine.url.render_as_string()} at revision {current_revision(db.engine)}")
+    typer.echo(
+        f"database {db.engine.url.render_as_string()} at revision {current_revision(db.engine)}"
+    )
 
 
 @app.command()
 def demo(
     scale: Annotated[str, typer.Option(help="small | city | large")] = "city",
     seed: Annotated[int, typer.Option(help="random seed (same seed, same city)")] = 7,
-    if_empty: Annotated[bool, typer.Option("--if-empty", help="only when there are no grids yet")] = False,
+    if_empty: Annotated[
+        bool, typer.Option("--if-empty", help="only when there are no grids yet")
+    ] = False,
 ) -> None:
     """Generate the deterministic demo city (regions, units, grids, components, users, POIs)."""
     from cityops.core.migrate import upgrade
@@ -103,7 +109,9 @@ def _make_import(kind: str) -> None:
         skip_invalid: Annotated[
             bool, typer.Option("--skip-invalid", help="write the valid rows, report the rest")
         ] = False,
-        fmt: Annotated[str | None, typer.Option("--format", help="geojson | csv (default: by suffix)")] = None,
+        fmt: Annotated[
+            str | None, typer.Option("--format", help="geojson | csv (default: by suffix)")
+        ] = None,
     ) -> None:
         _import(kind, file, skip_invalid, fmt)
 
@@ -114,7 +122,9 @@ def _make_import(kind: str) -> None:
 def _make_export(kind: str) -> None:
     def cmd(
         file: Path,
-        fmt: Annotated[str | None, typer.Option("--format", help="geojson | csv (default: by suffix)")] = None,
+        fmt: Annotated[
+            str | None, typer.Option("--format", help="geojson | csv (default: by suffix)")
+        ] = None,
     ) -> None:
         from cityops.geo.exporter import export_file
 

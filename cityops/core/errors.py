@@ -15,7 +15,11 @@ class DomainError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **({"details": self.details} if self.details else {})}
+        return {
+            "error": self.code,
+            "message": self.message,
+            **({"details": self.details} if self.details else {}),
+        }
 
 
 class NotFound(DomainError):

@@ -25,6 +25,7 @@ import numpy as np
 import shapely
 from numpy.typing import NDArray
 from pyproj import Transformer
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -59,6 +60,110 @@ def bump_geo_version(session: Session, *, grids: bool = False, components: bool 
 
 
 @dataclass
+class CellRaster:
+    """Exact fast path for point-in-grid: a raster whose "pure" cells lie inside one grid.
+
+    Every grid boundary is sampled at sub-cell steps and every cell the boundary could touch
+    (with a small safety margin) is marked impure. The unmarked cells then form connected
+    regions that no boundary crosses, so each region lies wholly inside one grid (or outside
+    all); one representative point per region is located exactly. A query in a pure cell is
+    an array lookup; any other falls back to the STRtree. The answer is identical either way.
+    """
+
+    x0: float
+    y0: float
+    dx: float
+    dy: float
+    nx: int
+    ny: int
+    #: grid index per cell: >= 0 pure inside that grid, -1 pure outside all, -2 impure
+    cells: NDArray[np.int32]
+
+    IMPURE = -2
+    MARGIN = 1e-6  # in cell units
+
+    @classmethod
+    def build(
+        cls, geoms: NDArray[Any], tree: shapely.STRtree, cells_per_grid_side: int = 8
+    ) -> CellRaster | None:
+        if len(geoms) == 0:
+            return None
+        minx, miny, maxx, maxy = shapely.total_bounds(geoms)
+        lat_mid = (miny + maxy) / 2.0
+        # cell size: ~1/8 of a typical grid's side, at most ~6 M cells
+        side_deg = float(np.sqrt(np.median(shapely.area(geoms))))
+        dy = side_deg / cells_per_grid_side
+        dx = dy / max(np.cos(np.radians(lat_mid)), 0.1)
+        while (maxx - minx) / dx * (maxy - miny) / dy > 6_000_000:
+            dx *= 1.25
+            dy *= 1.25
+        x0, y0 = minx - dx, miny - dy
+        nx = int(np.ceil((maxx - x0) / dx)) + 2
+        ny = int(np.ceil((maxy - y0) / dy)) + 2
+        impure = np.zeros((ny, nx), dtype=bool)
+        rings = shapely.get_rings(geoms)
+        coords, ring_idx = shapely.get_coordinates(rings, return_index=True)
+        cx = (coords[:, 0] - x0) / dx
+        cy = (coords[:, 1] - y0) / dy
+        same = ring_idx[1:] == ring_idx[:-1]
+        ax, ay, bx, by = cx[:-1][same], cy[:-1][same], cx[1:][same], cy[1:][same]
+        k = np.ceil(np.maximum(np.abs(bx - ax), np.abs(by - ay))).astype(np.int64) + 1
+        seg = np.repeat(np.arange(len(k)), k)
+        t0 = (np.arange(len(seg)) - np.repeat(np.cumsum(k) - k, k)) / np.repeat(k, k)
+        t1 = t0 + 1.0 / np.repeat(k, k)
+        px0 = ax[seg] + (bx[seg] - ax[seg]) * t0
+        py0 = ay[seg] + (by[seg] - ay[seg]) * t0
+        px1 = ax[seg] + (bx[seg] - ax[seg]) * np.minimum(t1, 1.0)
+        py1 = ay[seg] + (by[seg] - ay[seg]) * np.minimum(t1, 1.0)
+        m = cls.MARGIN
+        ix_lo = np.floor(np.minimum(px0, px1) - m).astype(np.int64)
+        ix_hi = np.floor(np.maximum(px0, px1) + m).astype(np.int64)
+        iy_lo = np.floor(np.minimum(py0, py1) - m).astype(np.int64)
+        iy_hi = np.floor(np.maximum(py0, py1) + m).astype(np.int64)
+        # each sub-segment spans at most 2 cells per axis (plus margin): mark the 3x3 worst case
+        for ox in range(3):
+            for oy in range(3):
+                sel = (ix_lo + ox <= ix_hi) & (iy_lo + oy <= iy_hi)
+                impure[np.clip(iy_lo[sel] + oy, 0, ny - 1), np.clip(ix_lo[sel] + ox, 0, nx - 1)] = (
+                    True
+                )
+        labels, n = ndimage.label(~impure)
+        cells = np.full((ny, nx), cls.IMPURE, dtype=np.int32)
+        if n:
+            # one representative cell centre per connected pure region
+            flat = labels.ravel()
+            order = np.argsort(flat, kind="stable")
+            first = np.searchsorted(flat[order], np.arange(1, n + 1))
+            rep = order[first]
+            ry, rx = np.divmod(rep, nx)
+            px = x0 + (rx + 0.5) * dx
+            py = y0 + (ry + 0.5) * dy
+            pairs = tree.query(shapely.points(px, py), predicate="intersects")
+            region_grid = np.full(n, _NONE, dtype=np.int64)
+            if pairs.shape[1]:
+                np.minimum.at(region_grid, pairs[0], pairs[1])
+            region_grid[region_grid == _NONE] = -1
+            lut = np.concatenate([[cls.IMPURE], region_grid]).astype(np.int32)
+            cells = lut[labels]
+        return cls(x0, y0, dx, dy, nx, ny, cells)
+
+    def lookup(self, lons: NDArray[np.float64], lats: NDArray[np.float64]) -> NDArray[np.int32]:
+        ix = np.floor((lons - self.x0) / self.dx).astype(np.int64)
+        iy = np.floor((lats - self.y0) / self.dy).astype(np.int64)
+        inside = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny)
+        out = np.full(len(lons), -1, dtype=np.int32)
+        out[inside] = self.cells[iy[inside], ix[inside]]
+        return out
+
+    def lookup_one(self, lon: float, lat: float) -> int:
+        ix = int((lon - self.x0) // self.dx)
+        iy = int((lat - self.y0) // self.dy)
+        if 0 <= ix < self.nx and 0 <= iy < self.ny:
+            return int(self.cells[iy, ix])
+        return -1
+
+
+@dataclass
 class GridIndex:
     version: int
     ids: NDArray[np.int64]
@@ -67,6 +172,7 @@ class GridIndex:
     area_m2: NDArray[np.float64]
     rgrid_ids: NDArray[np.int64]
     tree: shapely.STRtree
+    raster: CellRaster | None
     region_names: dict[str, str]
     rgrids: dict[int, tuple[str, str]]
     id_to_idx: dict[int, int] = field(default_factory=dict)
@@ -74,9 +180,9 @@ class GridIndex:
     @classmethod
     def build(cls, session: Session, version: int = 0) -> GridIndex:
         rows = session.execute(
-            select(Grid.id, Grid.code, Grid.geom, Grid.area_m2, Grid.responsibility_grid_id).order_by(
-                Grid.code
-            )
+            select(
+                Grid.id, Grid.code, Grid.geom, Grid.area_m2, Grid.responsibility_grid_id
+            ).order_by(Grid.code)
         ).all()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         codes = [r[1] for r in rows]
@@ -93,6 +199,7 @@ class GridIndex:
                 select(ResponsibilityGrid.id, ResponsibilityGrid.code, ResponsibilityGrid.name)
             )
         }
+        tree = shapely.STRtree(geoms)
         return cls(
             version=version,
             ids=ids,
@@ -100,7 +207,8 @@ class GridIndex:
             geoms=geoms,
             area_m2=area,
             rgrid_ids=rg,
-            tree=shapely.STRtree(geoms),
+            tree=tree,
+            raster=CellRaster.build(geoms, tree),
             region_names=names,
             rgrids=rgrids,
             id_to_idx={int(g): i for i, g in enumerate(ids)},
@@ -111,6 +219,14 @@ class GridIndex:
 
     def locate_idx(self, lon: float, lat: float) -> int:
         """Index (code order) of the grid containing the point, or -1."""
+        if self.raster is not None:
+            hit = self.raster.lookup_one(lon, lat)
+            if hit != CellRaster.IMPURE:
+                return hit
+        return self.exact_idx(lon, lat)
+
+    def exact_idx(self, lon: float, lat: float) -> int:
+        """The STRtree answer, without the raster (the reference for tests)."""
         hits = self.tree.query(shapely.Point(lon, lat), predicate="intersects")
         if hits.size == 0:
             return -1
@@ -120,7 +236,19 @@ class GridIndex:
         self, lons: NDArray[np.float64], lats: NDArray[np.float64]
     ) -> NDArray[np.int64]:
         """Vectorised :meth:`locate_idx`: one grid index per point, -1 outside every grid."""
-        pts = shapely.points(np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64))
+        lons = np.asarray(lons, dtype=np.float64)
+        lats = np.asarray(lats, dtype=np.float64)
+        if self.raster is None:
+            return self.exact_many(lons, lats)
+        out = self.raster.lookup(lons, lats).astype(np.int64)
+        rest = np.flatnonzero(out == CellRaster.IMPURE)
+        if rest.size:
+            out[rest] = self.exact_many(lons[rest], lats[rest])
+        return out
+
+    def exact_many(self, lons: NDArray[np.float64], lats: NDArray[np.float64]) -> NDArray[np.int64]:
+        """The STRtree answer for many points, without the raster."""
+        pts = shapely.points(lons, lats)
         pairs = self.tree.query(pts, predicate="intersects")
         out = np.full(len(pts), _NONE, dtype=np.int64)
         if pairs.shape[1]:
@@ -134,7 +262,11 @@ class GridIndex:
         rg = int(self.rgrid_ids[idx])
         rg_info = self.rgrids.get(rg) if rg >= 0 else None
         return {
-            "grid": {"id": int(self.ids[idx]), "code": code, "area_m2": round(float(self.area_m2[idx]), 1)},
+            "grid": {
+                "id": int(self.ids[idx]),
+                "code": code,
+                "area_m2": round(float(self.area_m2[idx]), 1),
+            },
             "responsibility_grid": (
                 {"id": rg, "code": rg_info[0], "name": rg_info[1]} if rg_info else None
             ),
@@ -195,7 +327,10 @@ class ComponentIndex:
             ends = np.concatenate([bounds, [len(cats)]])
             for s, e in zip(starts, ends, strict=True):
                 rows = np.arange(s, e, dtype=np.int64)
-                by_cat[int(cats[s])] = (rows, cKDTree(xy[s:e], balanced_tree=False, compact_nodes=False))
+                by_cat[int(cats[s])] = (
+                    rows,
+                    cKDTree(xy[s:e], balanced_tree=False, compact_nodes=False),
+                )
         return cls(version, ids, cats, lons, lats, tr, tree, by_cat)
 
     def __len__(self) -> int:

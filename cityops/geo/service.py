@@ -24,7 +24,9 @@ def _check_crs(crs: str) -> str:
     c = crs.lower()
     if c not in crsmod.CRS_NAMES:
         raise Invalid(
-            f"unknown crs {crs!r}: expected one of {', '.join(crsmod.CRS_NAMES)}", field="crs", value=crs
+            f"unknown crs {crs!r}: expected one of {', '.join(crsmod.CRS_NAMES)}",
+            field="crs",
+            value=crs,
         )
     return c
 
@@ -65,7 +67,9 @@ def locate_many(
 ) -> tuple[NDArray[np.int64], list[str | None]]:
     """Bulk locate: grid ids (-1 outside) and grid codes (None outside) per point."""
     c = _check_crs(crs)
-    wl, wa = crsmod.to_wgs84(np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64), c)
+    wl, wa = crsmod.to_wgs84(
+        np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64), c
+    )
     g = indexes_for(session).grids(session)
     idx = g.locate_many(wl, wa)
     ids = np.where(idx >= 0, g.ids[np.maximum(idx, 0)] if len(g) else -1, -1)
@@ -81,7 +85,9 @@ def category_by_code(session: Session, code: str, kind: str | None = None) -> Ca
         q = q.where(Category.kind == kind)
     cat = session.scalars(q).first()
     if cat is None:
-        raise NotFound(f"unknown category code {code!r} in standard {std}", field="category", value=code)
+        raise NotFound(
+            f"unknown category code {code!r} in standard {std}", field="category", value=code
+        )
     return cat
 
 
@@ -110,13 +116,22 @@ def nearest_components(
     rows = {
         comp.id: (comp, cat)
         for comp, cat in session.execute(
-            select(Component, Category).join(Category, Component.category_id == Category.id).where(
-                Component.id.in_(ids)
-            )
+            select(Component, Category)
+            .join(Category, Component.category_id == Category.id)
+            .where(Component.id.in_(ids))
         )
     }
-    unit_ids = {u for comp, _ in rows.values() for u in (comp.owner_unit_id, comp.maintainer_unit_id, comp.competent_unit_id) if u}
-    units = dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all()) if unit_ids else {}
+    unit_ids = {
+        u
+        for comp, _ in rows.values()
+        for u in (comp.owner_unit_id, comp.maintainer_unit_id, comp.competent_unit_id)
+        if u
+    }
+    units = (
+        dict(session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(unit_ids))).all())
+        if unit_ids
+        else {}
+    )
     out = []
     for cid, dist in hits:
         comp, cat = rows[cid]
@@ -130,9 +145,13 @@ def nearest_components(
                 "lat": comp.lat,
                 "distance_m": round(dist, 2),
                 "grid_code": comp.grid_code,
-                "competent_unit": units.get(comp.competent_unit_id) if comp.competent_unit_id else None,
+                "competent_unit": units.get(comp.competent_unit_id)
+                if comp.competent_unit_id
+                else None,
                 "owner_unit": units.get(comp.owner_unit_id) if comp.owner_unit_id else None,
-                "maintainer_unit": units.get(comp.maintainer_unit_id) if comp.maintainer_unit_id else None,
+                "maintainer_unit": units.get(comp.maintainer_unit_id)
+                if comp.maintainer_unit_id
+                else None,
             }
         )
     return out
