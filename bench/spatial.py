@@ -295,7 +295,6 @@ def main() -> None:
         1,
     )
 
-
     # --- PostgreSQL GiST reference
     out["postgresql"] = pg_reference(a.pg, grids, comps, qx, qy, nq)
     ours_locate_qps = 1e6 / out["locate_single_us"]

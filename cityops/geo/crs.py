@@ -108,11 +108,25 @@ def gcj02_to_bd09(lon: T, lat: T) -> tuple[T, T]:
     return _ret(lon, z * np.cos(theta) + 0.0065), _ret(lat, z * np.sin(theta) + 0.006)
 
 
-def bd09_to_gcj02(lon: T, lat: T) -> tuple[T, T]:
+def bd09_to_gcj02_approx(lon: T, lat: T) -> tuple[T, T]:
+    """The published closed-form inverse (error up to ~1e-6°, ~15 cm)."""
     x, y = _arr(lon) - 0.0065, _arr(lat) - 0.006
     z = np.sqrt(x * x + y * y) - 0.00002 * np.sin(y * _X_PI)
     theta = np.arctan2(y, x) - 0.000003 * np.cos(x * _X_PI)
     return _ret(lon, z * np.cos(theta)), _ret(lat, z * np.sin(theta))
+
+
+def bd09_to_gcj02(lon: T, lat: T) -> tuple[T, T]:
+    """Exact inverse of :func:`gcj02_to_bd09`: the closed form, refined by iteration."""
+    blo, bla = _arr(lon), _arr(lat)
+    glo, gla = (np.asarray(v, dtype=np.float64) for v in bd09_to_gcj02_approx(blo, bla))
+    for _ in range(10):
+        flo, fla = gcj02_to_bd09(glo, gla)
+        elo, ela = np.asarray(flo) - blo, np.asarray(fla) - bla
+        glo, gla = glo - elo, gla - ela
+        if np.max(np.abs(elo), initial=0.0) < 1e-12 and np.max(np.abs(ela), initial=0.0) < 1e-12:
+            break
+    return _ret(lon, glo), _ret(lat, gla)
 
 
 def to_wgs84(lon: T, lat: T, crs: str = "wgs84") -> tuple[T, T]:

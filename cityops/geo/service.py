@@ -173,11 +173,12 @@ def load_categories(session: Session, standard: str, choose: bool = True) -> int
             field="standard",
             value=standard,
         )
-    existing = set(
-        session.execute(
+    existing = {
+        (kind, code)
+        for kind, code in session.execute(
             select(Category.kind, Category.code).where(Category.standard == standard)
-        ).tuples()
-    )
+        )
+    }
     added = 0
     text = resources.files("cityops.data").joinpath(CATEGORY_FILES[standard]).read_text("utf-8")
     for row in csv.DictReader(text.splitlines()):
