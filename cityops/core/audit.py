@@ -90,10 +90,11 @@ def snapshot(obj: Any) -> dict[str, Any]:
 
 
 def _entity_id(obj: Any) -> str | None:
-    ident = inspect(obj).identity
-    if ident is None:
+    state = inspect(obj)
+    key = state.mapper.primary_key_from_instance(obj)
+    if any(k is None for k in key):
         return None
-    return ",".join(str(i) for i in ident)
+    return ",".join(str(k) for k in key)
 
 
 def record(
