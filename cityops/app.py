@@ -55,10 +55,14 @@ def create_app(db: Database | None = None) -> FastAPI:
         return JSONResponse(exc.to_dict(), status_code=exc.status)
 
     from cityops.access.api import router as access_router
+    from cityops.cases.api import router as cases_router
     from cityops.core.api import router as core_router
     from cityops.geo.api import router as geo_router
+    from cityops.worktime.api import router as worktime_router
 
     app.include_router(core_router)
     app.include_router(access_router)
     app.include_router(geo_router)
+    app.include_router(worktime_router)
+    app.include_router(cases_router)
     return app

@@ -1,8 +1,10 @@
 """Import every bounded context's tables so that metadata is complete (Alembic, tests)."""
 
 from cityops.access import models as access_models
+from cityops.cases import models as cases_models
 from cityops.core import audit
 from cityops.core.db import Base
 from cityops.geo import models as geo_models
+from cityops.worktime import models as worktime_models
 
-__all__ = ["Base", "access_models", "audit", "geo_models"]
+__all__ = ["Base", "access_models", "audit", "cases_models", "geo_models", "worktime_models"]

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+import cityops.models  # noqa: F401  (every table registered before any query)
 from cityops.core.audit import Actor, current_actor
 from cityops.core.db import Database
 from cityops.core.errors import DomainError
+from cityops.worktime.cli import calendar_app
 
 app = typer.Typer(help="CityOps 城市运行管理服务平台 command line.", no_args_is_help=True)
 import_app = typer.Typer(
@@ -19,6 +21,7 @@ import_app = typer.Typer(
 export_app = typer.Typer(help="Export city data as GeoJSON or CSV.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+app.add_typer(calendar_app, name="calendar")
 
 KINDS = ("regions", "units", "grids", "components", "categories")
 
@@ -26,6 +29,24 @@ KINDS = ("regions", "units", "grids", "components", "categories")
 def _db() -> Database:
     current_actor.set(Actor(None, "cli"))
     return Database()
+
+
+def _ready_db() -> Database:
+    """The database, refusing clearly when its schema is missing or out of date."""
+    from cityops.core.migrate import current_revision, head_revision
+
+    db = _db()
+    try:
+        rev = current_revision(db.engine)
+    except Exception as exc:
+        _fail(f"cannot open the database {db.engine.url.render_as_string()}: {exc}", 2)
+    if rev != head_revision():
+        _fail(
+            f"the database {db.engine.url.render_as_string()} is at migration {rev}, "
+            f"not {head_revision()}: run `cityops migrate` first",
+            2,
+        )
+    return db
 
 
 def _fail(msg: str, code: int = 1) -> None:
@@ -66,7 +87,11 @@ def demo(
         if if_empty and count_rows(s, "grids") > 0:
             typer.echo("the database already holds a city: demo not loaded")
             return
-    summary = build_demo(db, scale=scale, seed=seed)
+    try:
+        summary = build_demo(db, scale=scale, seed=seed)
+    except DomainError as exc:
+        _fail(exc.message, 1)
+        return
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 
 
@@ -79,7 +104,7 @@ def locate(
     """Which unit grid, community, street and district a point is in (same JSON as the API)."""
     from cityops.geo.service import locate as do_locate
 
-    db = _db()
+    db = _ready_db()
     with db.session() as s:
         try:
             result = do_locate(s, lon, lat, crs)
@@ -89,14 +114,18 @@ def locate(
     typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
 
 
-def _import(kind: str, file: Path, skip_invalid: bool, fmt: str | None) -> None:
+def _import(kind: str, file: Path, skip_invalid: bool, fmt: str | None, crs: str | None) -> None:
     from cityops.geo.importer import import_file
 
     if not file.exists():
         _fail(f"{file}: no such file", 2)
-    db = _db()
+    db = _ready_db()
     with db.session() as s:
-        report = import_file(s, kind, file, skip_invalid=skip_invalid, fmt=fmt)
+        try:
+            report = import_file(s, kind, file, skip_invalid=skip_invalid, fmt=fmt, crs=crs)
+        except DomainError as exc:
+            _fail(f"{file}: {exc.message}", 2)
+            return
         typer.echo(report.to_text())
         if report.errors and not skip_invalid:
             s.rollback()
@@ -112,8 +141,12 @@ def _make_import(kind: str) -> None:
         fmt: Annotated[
             str | None, typer.Option("--format", help="geojson | csv (default: by suffix)")
         ] = None,
+        crs: Annotated[
+            str | None,
+            typer.Option("--crs", help="coordinates in the file: wgs84 | cgcs2000 | gcj02 | bd09"),
+        ] = None,
     ) -> None:
-        _import(kind, file, skip_invalid, fmt)
+        _import(kind, file, skip_invalid, fmt, crs)
 
     cmd.__doc__ = f"Import {kind} from GeoJSON or CSV; on any error nothing is written."
     import_app.command(kind)(cmd)
@@ -128,9 +161,13 @@ def _make_export(kind: str) -> None:
     ) -> None:
         from cityops.geo.exporter import export_file
 
-        db = _db()
-        with db.session() as s:
-            n = export_file(s, kind, file, fmt=fmt)
+        db = _ready_db()
+        try:
+            with db.session() as s:
+                n = export_file(s, kind, file, fmt=fmt)
+        except DomainError as exc:
+            _fail(f"{file}: {exc.message}", 2)
+            return
         typer.echo(f"exported {n} {kind} to {file}")
 
     cmd.__doc__ = f"Export {kind} as GeoJSON or CSV."

@@ -1,0 +1,457 @@
+"""Reading cases: detail with timeline, filtered lists with cursor paging, worklists, uploads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from cityops.cases.models import (
+    CASE_TYPES,
+    OPEN_STAGES,
+    SOURCES,
+    STAGES,
+    Case,
+    CaseAttachment,
+    CaseEvent,
+    CaseUnit,
+)
+from cityops.cases.service import (
+    WORKLIST_STAGES,
+    available_actions,
+    can_see_personal_data,
+    load_case,
+    mask_name,
+    mask_phone,
+    visible_cases_filter,
+)
+from cityops.cases.storage import Storage, prepare
+from cityops.core.errors import Invalid, NotFound
+from cityops.core.security import Principal, prefix_filter
+from cityops.geo.models import Category, Component, Unit
+from cityops.worktime.models import STAGE_LABELS
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _names(session: Session, model: Any, ids: set[int | None]) -> dict[int, str]:
+    ids_ = {i for i in ids if i is not None}
+    if not ids_:
+        return {}
+    return dict(session.execute(select(model.id, model.name).where(model.id.in_(ids_))).all())
+
+
+def case_summary(
+    c: Case, cats: dict[int, str], units: dict[int, str], now: datetime
+) -> dict[str, Any]:
+    remaining = (c.stage_deadline - now).total_seconds() / 60 if c.stage_deadline else None
+    return {
+        "id": c.id,
+        "number": c.number,
+        "source": c.source,
+        "source_label": SOURCES.get(c.source),
+        "case_type": c.case_type,
+        "category_id": c.category_id,
+        "category": cats.get(c.category_id),
+        "urgency": c.urgency,
+        "description": c.description,
+        "address": c.address,
+        "lon": c.lon,
+        "lat": c.lat,
+        "grid_code": c.grid_code,
+        "stage": c.stage,
+        "stage_label": STAGES.get(c.stage),
+        "stage_deadline": _iso(c.stage_deadline),
+        "minutes_left": round(remaining, 1) if remaining is not None else None,
+        "lead_unit_id": c.lead_unit_id,
+        "lead_unit": units.get(c.lead_unit_id) if c.lead_unit_id else None,
+        "flags": {
+            "near_due": c.near_due,
+            "overdue": c.overdue,
+            "supervised": c.supervised,
+            "extended": c.extended,
+            "parked": c.parked,
+            "pending_request": c.pending_request,
+        },
+        "rework_count": c.rework_count,
+        "report_count": c.report_count,
+        "reported_at": _iso(c.reported_at),
+        "version": c.version,
+    }
+
+
+def case_detail(
+    session: Session, principal: Principal, case: Case, now: datetime
+) -> dict[str, Any]:
+    cats = _names(session, Category, {case.category_id})
+    unit_ids = {u.unit_id for u in case.units} | {case.lead_unit_id}
+    units = _names(session, Unit, unit_ids)
+    out = case_summary(case, cats, units, now)
+    personal = can_see_personal_data(principal)
+    component = session.get(Component, case.component_id) if case.component_id else None
+    events = session.scalars(
+        select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.at, CaseEvent.id)
+    ).all()
+    attachments = session.scalars(
+        select(CaseAttachment).where(CaseAttachment.case_id == case.id).order_by(CaseAttachment.id)
+    ).all()
+    ev_units = _names(session, Unit, {e.unit_id for e in events})
+    out.update(
+        {
+            "tracking_code": case.tracking_code if personal else None,
+            "case_type_label": CASE_TYPES.get(case.case_type),
+            "reporter": {
+                "name": case.reporter_name if personal else mask_name(case.reporter_name),
+                "phone": case.reporter_phone if personal else mask_phone(case.reporter_phone),
+            },
+            "component": (
+                {
+                    "id": component.id,
+                    "code": component.code,
+                    "status": component.status,
+                    "owner_unit_id": component.owner_unit_id,
+                    "maintainer_unit_id": component.maintainer_unit_id,
+                    "competent_unit_id": component.competent_unit_id,
+                    "owner_unit": _names(session, Unit, {component.owner_unit_id}).get(
+                        component.owner_unit_id or 0
+                    ),
+                }
+                if component
+                else None
+            ),
+            "units": [
+                {"unit_id": u.unit_id, "name": units.get(u.unit_id), "role": u.role}
+                for u in case.units
+            ],
+            "assignee_user_id": case.assignee_user_id,
+            "counts": {
+                "extensions": case.extension_count,
+                "returns": case.return_count,
+                "reworks": case.rework_count,
+                "reports": case.report_count,
+            },
+            "duplicate_of_id": case.duplicate_of_id,
+            "close_type": case.close_type,
+            "end_reason": case.end_reason,
+            "handle_deadline": _iso(case.handle_deadline),
+            "timestamps": {
+                k: _iso(getattr(case, k))
+                for k in (
+                    "reported_at",
+                    "accepted_at",
+                    "verified_at",
+                    "filed_at",
+                    "dispatched_at",
+                    "signed_at",
+                    "handled_at",
+                    "checked_at",
+                    "closed_at",
+                    "stage_started_at",
+                    "stage_warn_at",
+                    "paused_since",
+                    "last_seen_at",
+                )
+            },
+            "history": [
+                {
+                    "at": _iso(e.at),
+                    "actor": e.actor_name,
+                    "action": e.action,
+                    "from_stage": e.from_stage,
+                    "to_stage": e.to_stage,
+                    "unit": ev_units.get(e.unit_id) if e.unit_id else None,
+                    "note": e.note,
+                    "data": e.data,
+                    "attachment_ids": [a.id for a in attachments if a.event_id == e.id],
+                }
+                for e in events
+            ],
+            "attachments": [
+                {
+                    "id": a.id,
+                    "purpose": a.purpose,
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "uploaded_at": _iso(a.uploaded_at),
+                }
+                for a in attachments
+            ],
+            "actions": available_actions(principal, case),
+            "stage_limits": {k: v for k, v in STAGE_LABELS.items()},
+        }
+    )
+    return out
+
+
+# --------------------------------------------------------------------------- lists
+
+
+@dataclass
+class CaseFilter:
+    stage: list[str] | None = None
+    status: str | None = None  # open | closed | ended | all
+    unit_id: int | None = None
+    region: str | None = None
+    grid: str | None = None
+    category: str | None = None
+    source: str | None = None
+    urgency: str | None = None
+    overdue: bool | None = None
+    near_due: bool | None = None
+    supervised: bool | None = None
+    reported_from: datetime | None = None
+    reported_to: datetime | None = None
+    text: str | None = None
+
+
+SORTS = {
+    "-reported_at": (Case.reported_at, True),
+    "reported_at": (Case.reported_at, False),
+    "deadline": (Case.stage_deadline, False),
+    "-updated_at": (Case.updated_at, True),
+}
+
+
+def _encode(values: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def _decode(cursor: str) -> list[Any]:
+    try:
+        v = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(v, list) or len(v) != 2:
+            raise ValueError
+        return v
+    except (ValueError, json.JSONDecodeError):
+        raise Invalid(
+            "bad cursor: pass back the next_cursor of the previous page", field="cursor"
+        ) from None
+
+
+def filter_conditions(session: Session, principal: Principal, f: CaseFilter) -> list[Any]:
+    conds: list[Any] = [visible_cases_filter(principal)]
+    if f.stage:
+        bad = [s for s in f.stage if s not in STAGES]
+        if bad:
+            raise Invalid(f"unknown stage {bad[0]!r}", field="stage", value=bad[0])
+        conds.append(Case.stage.in_(f.stage))
+    if f.status == "open":
+        conds.append(Case.stage.in_(OPEN_STAGES))
+    elif f.status == "closed":
+        conds.append(Case.stage == "closed")
+    elif f.status == "ended":
+        conds.append(Case.stage.not_in(OPEN_STAGES))
+    elif f.status not in (None, "all"):
+        raise Invalid("status must be open, closed, ended or all", field="status", value=f.status)
+    if f.unit_id is not None:
+        conds.append(Case.id.in_(select(CaseUnit.case_id).where(CaseUnit.unit_id == f.unit_id)))
+    if f.region:
+        conds.append(prefix_filter(Case.grid_code, f.region))
+    if f.grid:
+        conds.append(Case.grid_code == f.grid)
+    if f.category:
+        ids = select(Category.id).where(Category.code == f.category)
+        conds.append(Case.category_id.in_(ids))
+    if f.source:
+        conds.append(Case.source == f.source)
+    if f.urgency:
+        conds.append(Case.urgency == f.urgency)
+    if f.overdue is not None:
+        conds.append(Case.overdue.is_(f.overdue))
+    if f.near_due is not None:
+        conds.append(Case.near_due.is_(f.near_due))
+    if f.supervised is not None:
+        conds.append(Case.supervised.is_(f.supervised))
+    if f.reported_from:
+        conds.append(Case.reported_at >= f.reported_from)
+    if f.reported_to:
+        conds.append(Case.reported_at < f.reported_to)
+    if f.text:
+        like = f"%{f.text.strip()}%"
+        conds.append(
+            or_(Case.number == f.text.strip(), Case.description.like(like), Case.address.like(like))
+        )
+    return conds
+
+
+def list_cases(
+    session: Session,
+    principal: Principal,
+    f: CaseFilter,
+    now: datetime,
+    cursor: str | None = None,
+    limit: int = 50,
+    sort: str = "-reported_at",
+) -> dict[str, Any]:
+    if sort not in SORTS:
+        raise Invalid(f"sort must be one of {', '.join(SORTS)}", field="sort", value=sort)
+    if not 1 <= limit <= 500:
+        raise Invalid("limit must be between 1 and 500", field="limit", value=limit)
+    col, desc = SORTS[sort]
+    conds = filter_conditions(session, principal, f)
+    if sort == "deadline":
+        conds.append(Case.stage_deadline.is_not(None))
+    if cursor:
+        v, cid = _decode(cursor)
+        value = datetime.fromisoformat(v) if v else None
+        if desc:
+            conds.append(or_(col < value, and_(col == value, Case.id < cid)))
+        else:
+            conds.append(or_(col > value, and_(col == value, Case.id > cid)))
+    order = (col.desc(), Case.id.desc()) if desc else (col.asc(), Case.id.asc())
+    rows = session.scalars(select(Case).where(*conds).order_by(*order).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cats = _names(session, Category, {c.category_id for c in rows})
+    units = _names(session, Unit, {c.lead_unit_id for c in rows})
+    items = [case_summary(c, cats, units, now) for c in rows]
+    nxt = None
+    if more and rows:
+        last = rows[-1]
+        lv = getattr(last, col.key)
+        nxt = _encode([lv.isoformat() if lv else None, last.id])
+    return {"items": items, "next_cursor": nxt}
+
+
+def worklist(
+    session: Session, principal: Principal, now: datetime, limit: int = 50
+) -> dict[str, Any]:
+    """The caller's work: per stage their roles act on, most urgent (deadline) first."""
+    stages: list[str] = []
+    for role in sorted(principal.roles):
+        for s in WORKLIST_STAGES.get(role, ()):
+            if s not in stages:
+                stages.append(s)
+    out: dict[str, Any] = {}
+    for stage in stages:
+        conds = [visible_cases_filter(principal), Case.stage == stage]
+        if (
+            stage in ("verify", "check")
+            and "inspector" in principal.roles
+            and "shift_leader" not in principal.roles
+        ):
+            conds.append(Case.assignee_user_id == principal.user_id)
+        if stage in ("sign", "handle") and "handler" in principal.roles:
+            conds.append(Case.lead_unit_id == (principal.unit_id or -1))
+        total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
+        rows = session.scalars(
+            select(Case).where(*conds).order_by(Case.stage_deadline.asc(), Case.id).limit(limit)
+        ).all()
+        cats = _names(session, Category, {c.category_id for c in rows})
+        units = _names(session, Unit, {c.lead_unit_id for c in rows})
+        out[stage] = {
+            "label": STAGES[stage],
+            "total": total,
+            "items": [case_summary(c, cats, units, now) for c in rows],
+        }
+    if "shift_leader" in principal.roles or "leader" in principal.roles:
+        approvals = session.scalars(
+            select(Case)
+            .where(visible_cases_filter(principal), Case.pending_request.is_not(None))
+            .order_by(Case.paused_since)
+            .limit(limit)
+        ).all()
+        cats = _names(session, Category, {c.category_id for c in approvals})
+        units = _names(session, Unit, {c.lead_unit_id for c in approvals})
+        out["approvals"] = {
+            "label": "待审批",
+            "total": len(approvals),
+            "items": [case_summary(c, cats, units, now) for c in approvals],
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def upload(
+    session: Session,
+    principal: Principal,
+    storage: Storage,
+    filename: str,
+    content_type: str | None,
+    data: bytes,
+) -> dict[str, Any]:
+    """Store an upload (not yet bound to a case); returns its id and EXIF position."""
+    prep = prepare(filename, content_type, data)
+    key = f"{prep.sha256[:2]}/{prep.sha256}-{secrets.token_hex(4)}.{prep.ext}"
+    storage.put(key, prep.data)
+    public_key = None
+    if prep.public_data is not None:
+        public_key = key.replace(f".{prep.ext}", f".public.{prep.ext}")
+        storage.put(public_key, prep.public_data)
+    att = CaseAttachment(
+        case_id=None,
+        purpose="before",
+        filename=filename[:200],
+        content_type=prep.content_type,
+        size=prep.size,
+        sha256=prep.sha256,
+        storage_key=key,
+        public_key=public_key,
+        exif_lon=prep.exif_lon,
+        exif_lat=prep.exif_lat,
+        uploaded_by=principal.user_id if principal.user_id > 0 else None,
+    )
+    session.add(att)
+    session.flush()
+    return {
+        "id": att.id,
+        "content_type": att.content_type,
+        "size": att.size,
+        "exif_location": {"lon": att.exif_lon, "lat": att.exif_lat}
+        if att.exif_lon is not None
+        else None,
+    }
+
+
+def read_attachment(
+    session: Session,
+    principal: Principal,
+    storage: Storage,
+    attachment_id: int,
+    public: bool = False,
+) -> tuple[CaseAttachment, bytes]:
+    att = session.get(CaseAttachment, attachment_id)
+    if att is None:
+        raise NotFound(f"no attachment {attachment_id}")
+    if att.case_id is None:
+        if att.uploaded_by != principal.user_id:
+            raise NotFound(f"no attachment {attachment_id}")
+    else:
+        load_case(session, principal, att.case_id)
+    key = att.public_key if (public and att.public_key) else att.storage_key
+    return att, storage.get(key)
+
+
+def inbox(
+    session: Session, user_id: int, unread_only: bool = False, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The user's in-app notifications, newest first."""
+    from cityops.cases.models import Notification
+
+    q = select(Notification).where(Notification.user_id == user_id)
+    if unread_only:
+        q = q.where(Notification.read_at.is_(None))
+    rows = session.scalars(q.order_by(Notification.id.desc()).limit(limit)).all()
+    return [
+        {
+            "id": n.id,
+            "kind": n.kind,
+            "case_id": n.case_id,
+            "title": n.title,
+            "body": n.body,
+            "created_at": _iso(n.created_at),
+            "read": n.read_at is not None,
+        }
+        for n in rows
+    ]
