@@ -510,3 +510,36 @@ def test_two_dispatchers_at_once_exactly_one_wins(city, store) -> None:
             .__len__()
             == 1
         )
+
+
+def test_configured_channels_are_filed_and_dispatched_at_intake(city, store) -> None:
+    with city.session() as s:
+        assert service.auto_file_sources(s) == {"iot"}  # the default: lifeline alarms go straight
+        service.set_auto_file_sources(s, ["inspector", "iot"])
+        case = new_report(s, store)
+        assert case.stage == "sign" and case.lead_unit_id is not None
+        assert case.accepted_at == case.filed_at == case.dispatched_at == at(0)
+        assert history(s, case) == ["report", "accept", "file", "dispatch"]
+        with pytest.raises(Invalid, match="unknown source"):
+            service.set_auto_file_sources(s, ["telepathy"])
+
+
+def test_an_edited_category_limit_applies_to_the_next_deadline(city, store) -> None:
+    from cityops.geo import admin
+    from cityops.worktime import service as wt
+
+    with city.session() as s:
+        cat = matter_category(s)
+        assert wt.resolve_limit(s, "handle", cat.id, "一般").limit == wt.TimeLimit(
+            4, "working_hours"
+        )
+        admin_p = principal(s, "admin")
+        admin.set_time_limits(
+            s,
+            admin_p,
+            cat.id,
+            [{"stage": "handle", "urgency": None, "amount": 2, "unit": "working_days"}],
+        )
+        assert wt.resolve_limit(s, "handle", cat.id, "一般").limit == wt.TimeLimit(
+            2, "working_days"
+        )

@@ -166,3 +166,15 @@ def inbox(
     principal: PrincipalDep, session: SessionDep, unread: bool = False
 ) -> list[dict[str, Any]]:
     return queries.inbox(session, principal.user_id, unread)
+
+
+@router.get("/settings/auto-file-sources", tags=["settings"])
+def get_auto_file(principal: PrincipalDep, session: SessionDep) -> list[str]:
+    """Report channels accepted and filed automatically at intake (then auto-dispatched)."""
+    return sorted(service.auto_file_sources(session))
+
+
+@router.put("/settings/auto-file-sources", tags=["settings"])
+def put_auto_file(sources: list[str], principal: AdminDep, session: SessionDep) -> list[str]:
+    service.set_auto_file_sources(session, sources)
+    return sorted(service.auto_file_sources(session))

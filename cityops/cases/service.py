@@ -23,14 +23,16 @@ and while a case is parked; when it resumes the deadline moves by the time lost.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import h3
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, create_engine, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -61,6 +63,7 @@ from cityops.geo.models import (
     H3_RES,
     URGENCIES,
     Category,
+    CitySetting,
     Component,
     Region,
     Unit,
@@ -217,7 +220,12 @@ def _attach(
 
 
 def next_number(session: Session, now: datetime) -> str:
-    """Readable case number: local date + 5-digit daily sequence, e.g. 2026112200042."""
+    """Readable case number: local date + 5-digit daily sequence, e.g. 2026112200042.
+
+    On PostgreSQL the counter is taken in its own short transaction, so concurrent intakes
+    do not queue on the day's counter row until each commits (a failed intake leaves a gap
+    in the numbers, which is harmless). SQLite serialises writers anyway.
+    """
     day = now.astimezone(TZ).date()
     dialect = session.get_bind().dialect.name
     ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CaseSequence)
@@ -226,8 +234,30 @@ def next_number(session: Session, now: datetime) -> str:
         .on_conflict_do_update(index_elements=["day"], set_={"last": CaseSequence.last + 1})
         .returning(CaseSequence.last)
     )
-    seq = int(session.execute(stmt).scalar_one())
+    if dialect == "postgresql":
+        with _counter_engine(session).begin() as conn:
+            seq = int(conn.execute(stmt).scalar_one())
+    else:
+        seq = int(session.execute(stmt).scalar_one())
     return f"{day:%Y%m%d}{seq:05d}"
+
+
+_counter_engines: dict[str, Engine] = {}
+_counter_lock = threading.Lock()
+
+
+def _counter_engine(session: Session) -> Engine:
+    """A small pool of its own for the counter: a request holding its main connection
+    never waits for a second one from the same pool (which could deadlock under load)."""
+    engine = session.get_bind().engine
+    key = engine.url.render_as_string(hide_password=False)
+    with _counter_lock:
+        e = _counter_engines.get(key)
+        if e is None:
+            e = _counter_engines[key] = create_engine(
+                engine.url, pool_size=2, max_overflow=6, pool_pre_ping=True
+            )
+        return e
 
 
 _TRACK_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -301,6 +331,41 @@ def _shift_for_pause(session: Session, case: Case, now: datetime) -> None:
 
 # --------------------------------------------------------------------------- intake
 
+AUTO_FILE_KEY = "auto_file_sources"
+DEFAULT_AUTO_FILE_SOURCES = ("iot",)
+_SYSTEM = Principal(
+    user_id=0,
+    username="system",
+    display_name="系统",
+    roles=frozenset({"system"}),
+    unit_id=None,
+    scope_region_code=None,
+    scope_unit_only=False,
+)
+
+
+def auto_file_sources(session: Session) -> frozenset[str]:
+    """Channels whose reports are accepted and filed at intake (city setting, a list)."""
+    row = session.get(CitySetting, AUTO_FILE_KEY)
+    value = row.value if row is not None else DEFAULT_AUTO_FILE_SOURCES
+    return (
+        frozenset(v for v in value if v in SOURCES)
+        if isinstance(value, list | tuple)
+        else frozenset()
+    )
+
+
+def set_auto_file_sources(session: Session, sources: list[str]) -> None:
+    bad = [x for x in sources if x not in SOURCES]
+    if bad:
+        raise Invalid(f"unknown source {bad[0]!r}", field="sources", value=bad[0])
+    row = session.get(CitySetting, AUTO_FILE_KEY)
+    if row is None:
+        session.add(CitySetting(key=AUTO_FILE_KEY, value=list(sources)))
+    else:
+        row.value = list(sources)
+    session.flush()
+
 
 @dataclass
 class Intake:
@@ -371,7 +436,14 @@ def create_case(
     session: Session, principal: Principal, data: dict[str, Any], now: datetime | None = None
 ) -> Intake:
     """上报: a new report from any channel. See the module docstring for the stages."""
-    t = _now(now)
+    # no autoflush: one flush at the end (and where an id is needed) instead of one per query
+    with session.no_autoflush:
+        return _create_case(session, principal, data, _now(now))
+
+
+def _create_case(
+    session: Session, principal: Principal, data: dict[str, Any], t: datetime
+) -> Intake:
     source = data.get("source") or ("inspector" if "inspector" in principal.roles else "hotline")
     if source not in SOURCES:
         raise Invalid(
@@ -473,6 +545,12 @@ def create_case(
         session.flush()
         return Intake(case, [])
     _start_stage(session, case, "accept", t)
+    if source in auto_file_sources(session):
+        # configured channels (e.g. 监督员上报 in many cities, 物联感知 alarms) are accepted
+        # and filed at once, then dispatched by the rules
+        case.accepted_at = t
+        _event(session, case, None, "accept", t, "accept", note="自动受理")
+        _file(session, _SYSTEM, case, {}, t)
     session.flush()
     return Intake(case, dups)
 
@@ -1162,7 +1240,8 @@ def perform(
         raise Conflict(f"case {case.number} is finished ({STAGES[case.stage]})")
     savepoint = session.begin_nested()
     try:
-        spec.run(session, principal, case, payload or {}, t)
+        with session.no_autoflush:
+            spec.run(session, principal, case, payload or {}, t)
         case.updated_at = t
         session.flush()
     except StaleDataError:

@@ -1040,6 +1040,10 @@ def set_time_limits(
             row.amount = float(lim["amount"])
             row.unit = lim["unit"]
     session.flush()
+    # the working-time clock caches category limits: give it a new version
+    from cityops.worktime.service import bump_version
+
+    bump_version(session)
     return cat
 
 

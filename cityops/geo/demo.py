@@ -1291,6 +1291,9 @@ def _write_categories(s: Session, counts: dict[str, int]) -> list[Category]:
         if (k, code) in by_key
     ]
     _insert(s, CategoryTimeLimit, limits)
+    from cityops.worktime.service import bump_version
+
+    bump_version(s)  # the clock caches category limits
     audit.record(s, "demo", "categories", after={"settings": len(settings), "standard": "gbt47678"})
     audit.record(s, "demo", "category_time_limits", after={"count": len(limits)})
     s.expire_all()

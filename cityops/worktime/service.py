@@ -295,6 +295,10 @@ class WorkClock:
         version: str = "",
     ) -> None:
         self.version = version
+        #: (category id, stage, urgency or None) → limit (from category_time_limits)
+        self.category_limits: dict[tuple[int, str, str | None], TimeLimit] = {}
+        #: category ids seen to exist (saves a lookup per deadline)
+        self.known_categories: set[int] = set()
         self.confirmed_years = frozenset(confirmed_years)
         self.default_limits = dict(default_limits or {})
         if not hours:
@@ -717,7 +721,18 @@ def load_clock(session: Session, version: str | None = None) -> WorkClock:
         (r.stage, r.urgency): TimeLimit(r.amount, r.unit)
         for r in session.execute(select(TimeLimitDefault)).scalars()
     }
-    return WorkClock(exceptions, years, hours, limits, version=version)
+    clock = WorkClock(exceptions, years, hours, limits, version=version)
+    for cid, stage, urgency, amount, unit in session.execute(
+        select(
+            CategoryTimeLimit.category_id,
+            CategoryTimeLimit.stage,
+            CategoryTimeLimit.urgency,
+            CategoryTimeLimit.amount,
+            CategoryTimeLimit.unit,
+        )
+    ):
+        clock.category_limits[(cid, stage, urgency)] = TimeLimit(amount, unit)
+    return clock
 
 
 def get_clock(session: Session) -> WorkClock:
@@ -1173,22 +1188,19 @@ def resolve_limit(
     """
     check_stage(stage)
     check_urgency(urgency)
+    clock = get_clock(session)
     if category_id is not None:
-        rows = session.execute(
-            select(
-                CategoryTimeLimit.urgency, CategoryTimeLimit.amount, CategoryTimeLimit.unit
-            ).where(CategoryTimeLimit.category_id == category_id, CategoryTimeLimit.stage == stage)
-        ).all()
-        by_urgency = {u: (a, un) for u, a, un in rows}
-        if urgency is not None and urgency in by_urgency:
-            a, un = by_urgency[urgency]
-            return ResolvedLimit(stage, category_id, urgency, TimeLimit(a, un), "category_urgency")
-        if None in by_urgency:
-            a, un = by_urgency[None]
-            return ResolvedLimit(stage, category_id, urgency, TimeLimit(a, un), "category")
-        if not rows and session.get(Category, category_id) is None:
+        cat_limits = clock.category_limits
+        if urgency is not None and (category_id, stage, urgency) in cat_limits:
+            lim = cat_limits[(category_id, stage, urgency)]
+            return ResolvedLimit(stage, category_id, urgency, lim, "category_urgency")
+        if (category_id, stage, None) in cat_limits:
+            lim = cat_limits[(category_id, stage, None)]
+            return ResolvedLimit(stage, category_id, urgency, lim, "category")
+        if category_id not in clock.known_categories and session.get(Category, category_id) is None:
             raise NotFound(f"no category {category_id}", category_id=category_id)
-    defaults = get_clock(session).default_limits
+        clock.known_categories.add(category_id)
+    defaults = clock.default_limits
     if urgency is not None and (stage, urgency) in defaults:
         return ResolvedLimit(
             stage, category_id, urgency, defaults[(stage, urgency)], "default_urgency"
