@@ -39,7 +39,15 @@ def create_app(db: Database | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if get_settings().warm_indexes:
             threading.Thread(target=_warm, args=(database,), daemon=True).start()
-        yield
+        from cityops.cases.jobs import start_from_env
+
+        scheduler = start_from_env(database)
+        app.state.scheduler = scheduler
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.stop()
 
     app = FastAPI(
         title="CityOps 城市运行管理服务平台",
@@ -56,6 +64,7 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     from cityops.access.api import router as access_router
     from cityops.cases.api import router as cases_router
+    from cityops.cases.notify_api import router as notify_router
     from cityops.core.api import router as core_router
     from cityops.geo.api import router as geo_router
     from cityops.worktime.api import router as worktime_router
@@ -65,4 +74,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(geo_router)
     app.include_router(worktime_router)
     app.include_router(cases_router)
+    app.include_router(notify_router)
     return app

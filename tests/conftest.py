@@ -120,6 +120,7 @@ def _checkpoint(url: str) -> None:
 @pytest.fixture(scope="session")
 def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
     os.environ.setdefault("CITYOPS_WARM_INDEXES", "false")
+    os.environ.setdefault("CITYOPS_SCHEDULER", "off")
     os.environ["CITYOPS_VAR_DIR"] = str(tmp_path_factory.mktemp("var"))
     get_settings.cache_clear()
     t = Templates(tmp_path_factory.mktemp("dbs"))

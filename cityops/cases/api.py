@@ -161,13 +161,6 @@ def test_rules(body: DispatchTest, principal: PrincipalDep, session: SessionDep)
     return dispatch_rules.which_unit(session, body.model_dump())
 
 
-@router.get("/notifications", tags=["notifications"])
-def inbox(
-    principal: PrincipalDep, session: SessionDep, unread: bool = False
-) -> list[dict[str, Any]]:
-    return queries.inbox(session, principal.user_id, unread)
-
-
 @router.get("/settings/auto-file-sources", tags=["settings"])
 def get_auto_file(principal: PrincipalDep, session: SessionDep) -> list[str]:
     """Report channels accepted and filed automatically at intake (then auto-dispatched)."""

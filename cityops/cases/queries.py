@@ -431,27 +431,3 @@ def read_attachment(
         load_case(session, principal, att.case_id)
     key = att.public_key if (public and att.public_key) else att.storage_key
     return att, storage.get(key)
-
-
-def inbox(
-    session: Session, user_id: int, unread_only: bool = False, limit: int = 100
-) -> list[dict[str, Any]]:
-    """The user's in-app notifications, newest first."""
-    from cityops.cases.models import Notification
-
-    q = select(Notification).where(Notification.user_id == user_id)
-    if unread_only:
-        q = q.where(Notification.read_at.is_(None))
-    rows = session.scalars(q.order_by(Notification.id.desc()).limit(limit)).all()
-    return [
-        {
-            "id": n.id,
-            "kind": n.kind,
-            "case_id": n.case_id,
-            "title": n.title,
-            "body": n.body,
-            "created_at": _iso(n.created_at),
-            "read": n.read_at is not None,
-        }
-        for n in rows
-    ]

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from cityops.access.models import User
+from cityops.cases import webhooks
 from cityops.cases.models import (
     CLOSE_TYPES,
     END_STAGES,
@@ -1054,6 +1055,13 @@ def _close(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) ->
     c.closed_at = t
     _start_stage(s, c, "closed", t)
     _event(s, c, p, "close", t, "close", note=d.get("note"), data={"close_type": close_type})
+    webhooks.enqueue(
+        s,
+        "case.closed",
+        {"case": webhooks.case_summary(c)},
+        webhooks.dedupe_key("closed", c.id, t),
+        now=t,
+    )
 
 
 def _supervise(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) -> None:

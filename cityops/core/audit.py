@@ -62,7 +62,7 @@ class AuditLog(Base):
 
 
 #: Column values that must never be copied into the audit log.
-REDACTED = {"password_hash", "token_hash"}
+REDACTED = {"password_hash", "token_hash", "secret"}
 
 
 def _jsonable(value: Any) -> Any:

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     index_refresh_seconds: float = 2.0
     #: Build the component index at start-up in the background (off in tests).
     warm_indexes: bool = True
+    #: Run the case scheduler (临期/超期/督办/webhooks) in this process; leader-elected.
+    scheduler: bool = True
+    #: Seconds between scheduler ticks.
+    scheduler_interval: float = 15.0
 
     def resolved_database_url(self) -> str:
         if self.database_url:
