@@ -4,7 +4,16 @@ from cityops.access import models as access_models
 from cityops.cases import models as cases_models
 from cityops.core import audit
 from cityops.core.db import Base
+from cityops.evaluation import models as evaluation_models
 from cityops.geo import models as geo_models
 from cityops.worktime import models as worktime_models
 
-__all__ = ["Base", "access_models", "audit", "cases_models", "geo_models", "worktime_models"]
+__all__ = [
+    "Base",
+    "access_models",
+    "audit",
+    "cases_models",
+    "evaluation_models",
+    "geo_models",
+    "worktime_models",
+]

@@ -12,6 +12,7 @@ import cityops.models  # noqa: F401  (every table registered before any query)
 from cityops.core.audit import Actor, current_actor
 from cityops.core.db import Database
 from cityops.core.errors import DomainError
+from cityops.evaluation.cli import evaluation_app
 from cityops.worktime.cli import calendar_app
 
 app = typer.Typer(help="CityOps 城市运行管理服务平台 command line.", no_args_is_help=True)
@@ -22,6 +23,7 @@ export_app = typer.Typer(help="Export city data as GeoJSON or CSV.", no_args_is_
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(calendar_app, name="calendar")
+app.add_typer(evaluation_app, name="evaluation")
 
 KINDS = ("regions", "units", "grids", "components", "categories")
 
