@@ -19,6 +19,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,6 +289,109 @@ def local_transformer(lon0: float, lat0: float) -> Transformer:
     )
 
 
+class _Buckets:
+    """Points in square cells (CSR layout) for the commonest query — the single nearest
+    component of any category — in plain Python, without the k-d tree's per-call overhead.
+
+    Rings of cells around the query are searched until the best candidate is provably the
+    nearest (closer than any unsearched cell can be); near-ties and far searches answer
+    None so that the caller uses the tree, whose answer is the reference.
+    """
+
+    MAX_RING = 2
+
+    def __init__(
+        self,
+        x0: float,
+        y0: float,
+        size: float,
+        nx: int,
+        ny: int,
+        start: array[int],
+        xs: array[float],
+        ys: array[float],
+        rows: array[int],
+    ) -> None:
+        self.x0, self.y0, self.size, self.nx, self.ny = x0, y0, size, nx, ny
+        self.start, self.xs, self.ys, self.rows = start, xs, ys, rows
+        # occupancy of blocks of (2R+1)^2 cells, R = MAX_RING: skip searches that must fail
+        counts = np.diff(np.asarray(start)).reshape(ny, nx).astype(np.int64)
+        sat = np.zeros((ny + 1, nx + 1), dtype=np.int64)
+        sat[1:, 1:] = counts.cumsum(0).cumsum(1)
+        self.sat = sat
+
+    @classmethod
+    def build(cls, xy: NDArray[np.float64]) -> _Buckets | None:
+        n = len(xy)
+        if n < 64:
+            return None
+        x0, y0 = float(xy[:, 0].min()) - 1.0, float(xy[:, 1].min()) - 1.0
+        w = float(xy[:, 0].max()) - x0 + 2.0
+        h = float(xy[:, 1].max()) - y0 + 2.0
+        size = max(float(np.sqrt(2.0 * w * h / n)), 5.0)  # about two points per cell
+        nx, ny = int(w // size) + 1, int(h // size) + 1
+        if nx * ny > 20_000_000:
+            return None
+        cell = np.floor((xy[:, 1] - y0) / size).astype(np.int64) * nx + np.floor(
+            (xy[:, 0] - x0) / size
+        ).astype(np.int64)
+        order = np.argsort(cell, kind="stable")
+        start = np.searchsorted(cell[order], np.arange(nx * ny + 1))
+        # array.array: 8 bytes a value (a list would cost ~4x) and still fast to index
+        return cls(
+            x0,
+            y0,
+            size,
+            nx,
+            ny,
+            array("q", start.astype(np.int64).tobytes()),
+            array("d", np.ascontiguousarray(xy[order, 0]).tobytes()),
+            array("d", np.ascontiguousarray(xy[order, 1]).tobytes()),
+            array("q", order.astype(np.int64).tobytes()),
+        )
+
+    def nearest(self, x: float, y: float, radius_m: float | None) -> int | None:
+        """Row of the nearest point; -1 if none within ``radius_m``; None if undecided."""
+        size, nx, ny = self.size, self.nx, self.ny
+        cx = int((x - self.x0) // size)
+        cy = int((y - self.y0) // size)
+        start, xs, ys = self.start, self.xs, self.ys
+        m = self.MAX_RING
+        y_lo, y_hi = min(max(cy - m, 0), ny), min(max(cy + m + 1, 0), ny)
+        x_lo, x_hi = min(max(cx - m, 0), nx), min(max(cx + m + 1, 0), nx)
+        sat = self.sat
+        if sat[y_hi, x_hi] - sat[y_lo, x_hi] - sat[y_hi, x_lo] + sat[y_lo, x_lo] == 0:
+            return None  # nothing near: the tree finds the nearest far away (or none)
+        best = second = float("inf")
+        best_i = -1
+        for r in range(self.MAX_RING + 1):
+            for yy in range(cy - r, cy + r + 1):
+                if yy < 0 or yy >= ny:
+                    continue
+                edge = yy in (cy - r, cy + r)
+                for xx in range(cx - r, cx + r + 1) if edge else (cx - r, cx + r):
+                    if xx < 0 or xx >= nx:
+                        continue
+                    k = yy * nx + xx
+                    for i in range(start[k], start[k + 1]):
+                        dx = xs[i] - x
+                        dy = ys[i] - y
+                        d2 = dx * dx + dy * dy
+                        if d2 < best:
+                            best, second, best_i = d2, best, i
+                        elif d2 < second:
+                            second = d2
+            reach = r * size  # every unsearched point is at least this far away
+            if radius_m is not None and reach >= radius_m * 1.001 + 1.0 and best_i < 0:
+                return -1
+            if best_i >= 0 and best <= reach * reach:
+                d, d2nd = best**0.5, second**0.5
+                if d2nd - d <= 1e-4 * d2nd + 0.01:
+                    return None  # near-tie: let the geodesic re-ranking decide
+                return self.rows[best_i]
+        return None
+
+
 @dataclass
 class ComponentIndex:
     version: int
@@ -299,6 +403,7 @@ class ComponentIndex:
     tree: cKDTree | None
     #: category id → (row offsets into the arrays, tree over those rows)
     by_category: dict[int, tuple[NDArray[np.int64], cKDTree]]
+    buckets: _Buckets | None = None
 
     @classmethod
     def build(cls, session: Session, version: int = 0) -> ComponentIndex:
@@ -335,7 +440,7 @@ class ComponentIndex:
                     rows,
                     cKDTree(xy[s:e], balanced_tree=False, compact_nodes=True),
                 )
-        return cls(version, ids, cats, lons, lats, tr, tree, by_cat)
+        return cls(version, ids, cats, lons, lats, tr, tree, by_cat, _Buckets.build(xy))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -359,6 +464,13 @@ class ComponentIndex:
         if tree is None or tree.n == 0:
             return []
         x, y = self.transformer.transform(lon, lat)
+        if category_id is None and limit == 1 and self.buckets is not None:
+            hit = self.buckets.nearest(x, y, radius_m)
+            if hit is not None:  # None: undecided (near-tie or far away): use the tree
+                if hit < 0:
+                    return []
+                d = float(GEOD.inv(lon, lat, float(self.lons[hit]), float(self.lats[hit]))[2])
+                return [] if radius_m is not None and d > radius_m else [(int(self.ids[hit]), d)]
         # One spare candidate tells whether the projected ranking could differ from the
         # geodesic one (the projection's scale error is < 2e-5 within 50 km of the centre).
         ub = radius_m * 1.001 + 1.0 if radius_m is not None else np.inf

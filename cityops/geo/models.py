@@ -274,3 +274,8 @@ class CitySetting(Base):
 
     key: Mapped[str] = mapped_column(String(60), primary_key=True)
     value: Mapped[Any] = mapped_column(JSONType)
+
+
+# Grid.inspectors refers to access.models.User: register it whenever these models are used
+# on their own (the access models import Unit from here, which is defined by now).
+from cityops.access import models as _access_models  # noqa: E402, F401
