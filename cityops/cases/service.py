@@ -550,6 +550,7 @@ def _create_case(
         # configured channels (e.g. 监督员上报 in many cities, 物联感知 alarms) are accepted
         # and filed at once, then dispatched by the rules
         case.accepted_at = t
+        _start_stage(session, case, "file", t)
         _event(session, case, None, "accept", t, "accept", note="自动受理")
         _file(session, _SYSTEM, case, {}, t)
     session.flush()

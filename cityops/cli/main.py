@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 import cityops.models  # noqa: F401  (every table registered before any query)
-from cityops.core.audit import Actor, current_actor
-from cityops.core.db import Database
+from cityops.cases.cli import import_cases_command, simulate_app
+from cityops.cli.common import cli_db, fail, ready_db
 from cityops.core.errors import DomainError
 from cityops.evaluation.cli import evaluation_app
 from cityops.worktime.cli import calendar_app
@@ -24,36 +24,10 @@ app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(evaluation_app, name="evaluation")
+app.add_typer(simulate_app, name="simulate")
+import_app.command("cases")(import_cases_command)
 
 KINDS = ("regions", "units", "grids", "components", "categories")
-
-
-def _db() -> Database:
-    current_actor.set(Actor(None, "cli"))
-    return Database()
-
-
-def _ready_db() -> Database:
-    """The database, refusing clearly when its schema is missing or out of date."""
-    from cityops.core.migrate import current_revision, head_revision
-
-    db = _db()
-    try:
-        rev = current_revision(db.engine)
-    except Exception as exc:
-        _fail(f"cannot open the database {db.engine.url.render_as_string()}: {exc}", 2)
-    if rev != head_revision():
-        _fail(
-            f"the database {db.engine.url.render_as_string()} is at migration {rev}, "
-            f"not {head_revision()}: run `cityops migrate` first",
-            2,
-        )
-    return db
-
-
-def _fail(msg: str, code: int = 1) -> None:
-    typer.echo(msg, err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -61,7 +35,7 @@ def migrate() -> None:
     """Create or upgrade the database schema (Alembic, to head)."""
     from cityops.core.migrate import current_revision, upgrade
 
-    db = _db()
+    db = cli_db()
     upgrade(db.engine)
     typer.echo(
         f"database {db.engine.url.render_as_string()} at revision {current_revision(db.engine)}"
@@ -82,8 +56,8 @@ def demo(
     from cityops.geo.index import count_rows
 
     if scale not in ("small", "city", "large"):
-        _fail(f"--scale must be small, city or large, not {scale!r}", 2)
-    db = _db()
+        fail(f"--scale must be small, city or large, not {scale!r}", 2)
+    db = cli_db()
     upgrade(db.engine)
     with db.session() as s:
         if if_empty and count_rows(s, "grids") > 0:
@@ -92,7 +66,7 @@ def demo(
     try:
         summary = build_demo(db, scale=scale, seed=seed)
     except DomainError as exc:
-        _fail(exc.message, 1)
+        fail(exc.message, 1)
         return
     typer.echo(json.dumps(summary, ensure_ascii=False, indent=2))
 
@@ -106,7 +80,7 @@ def locate(
     """Which unit grid, community, street and district a point is in (same JSON as the API)."""
     from cityops.geo.service import locate as do_locate
 
-    db = _ready_db()
+    db = ready_db()
     with db.session() as s:
         try:
             result = do_locate(s, lon, lat, crs)
@@ -120,13 +94,13 @@ def _import(kind: str, file: Path, skip_invalid: bool, fmt: str | None, crs: str
     from cityops.geo.importer import import_file
 
     if not file.exists():
-        _fail(f"{file}: no such file", 2)
-    db = _ready_db()
+        fail(f"{file}: no such file", 2)
+    db = ready_db()
     with db.session() as s:
         try:
             report = import_file(s, kind, file, skip_invalid=skip_invalid, fmt=fmt, crs=crs)
         except DomainError as exc:
-            _fail(f"{file}: {exc.message}", 2)
+            fail(f"{file}: {exc.message}", 2)
             return
         typer.echo(report.to_text())
         if report.errors and not skip_invalid:
@@ -163,12 +137,12 @@ def _make_export(kind: str) -> None:
     ) -> None:
         from cityops.geo.exporter import export_file
 
-        db = _ready_db()
+        db = ready_db()
         try:
             with db.session() as s:
                 n = export_file(s, kind, file, fmt=fmt)
         except DomainError as exc:
-            _fail(f"{file}: {exc.message}", 2)
+            fail(f"{file}: {exc.message}", 2)
             return
         typer.echo(f"exported {n} {kind} to {file}")
 
@@ -193,7 +167,7 @@ def serve(
     from cityops.core.settings import get_settings
 
     st = get_settings()
-    uvicorn.run(create_app(_db()), host=host or st.host, port=port or st.port, log_level="info")
+    uvicorn.run(create_app(cli_db()), host=host or st.host, port=port or st.port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover
