@@ -102,7 +102,9 @@ def two_process_qps(fn_name: str, pts: list[tuple[float, float]]) -> float:
     return 2 * half / max(times)
 
 
-def pg_reference(pg_url: str, grids: GridIndex, comps: ComponentIndex, qx, qy, n_q: int, ix, iy) -> dict:  # type: ignore[no-untyped-def]
+def pg_reference(
+    pg_url: str, grids: GridIndex, comps: ComponentIndex, qx, qy, n_q: int, ix, iy
+) -> dict:  # type: ignore[no-untyped-def]
     """Load the same boxes and points into PostgreSQL, GiST-index them, measure q/s with 2 clients."""
     conn = psycopg.connect(pg_url, autocommit=True)
     cur = conn.cursor()
