@@ -74,8 +74,6 @@ the load, in the same transaction.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -83,7 +81,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -106,6 +104,8 @@ from cityops.cases.models import (
 from cityops.cases.service import CLOCK_STAGE, WARN_FRACTION
 from cityops.core import audit
 from cityops.core.errors import Invalid
+from cityops.core.tabular import TabularInput as _Input
+from cityops.core.tabular import decode_text, norm_cell, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.importer import MAX_ISSUES, ImportIssue, ImportReport
 from cityops.geo.index import indexes_for
@@ -240,103 +240,9 @@ class CaseImportReport(ImportReport):
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass
-class _Input:
-    file: str
-    fmt: str
-    n: int = 0
-    cols: dict[str, list[str | None]] = field(default_factory=dict)
-    present: set[str] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-    unreadable: tuple[str, str] | None = None
-
-    def col(self, name: str) -> list[str | None]:
-        c = self.cols.get(name)
-        if c is None:
-            c = self.cols[name] = [None] * self.n
-        return c
-
-
-def _text(raw: bytes, inp: _Input) -> str | None:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        text = raw.decode("gb18030")
-    except UnicodeDecodeError:
-        inp.unreadable = ("encoding", "the file is neither UTF-8 nor GB18030 text")
-        return None
-    inp.notes.append("the file is not UTF-8: read as GB18030")
-    return text
-
-
-def _norm(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, str):
-        s = v.strip()
-        return s or None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isfinite(v) and v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return ";".join(str(x).strip() for x in v if x is not None and str(x).strip()) or None
-    return json.dumps(v, ensure_ascii=False)
-
-
-def _read_csv(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
-    problems: list[tuple[int, str, str]] = []
-    text = _text(path.read_bytes(), inp)
-    if text is None:
-        return problems
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
-        return problems
-    if not records or not any(c.strip() for c in records[0]):
-        inp.unreadable = ("header", "the file has no header row")
-        return problems
-    header = [h.strip().lstrip("\ufeff").lower() for h in records[0]]
-    dup = [h for h, c in Counter(header).items() if c > 1 and h]
-    if dup:
-        inp.unreadable = (dup[0], f"column {dup[0]!r} appears more than once in the header")
-        return problems
-    body = records[1:]
-    while body and not any(c.strip() for c in body[-1]):
-        body.pop()
-    width = len(header)
-    if any(len(r) != width for r in body):
-        fixed = []
-        for k, rec in enumerate(body):
-            if len(rec) > width and any(c.strip() for c in rec[width:]):
-                problems.append(
-                    (k, "(row)", f"the row has {len(rec)} fields but the header has {width}")
-                )
-            fixed.append((rec + [""] * width)[:width])
-        body = fixed
-    inp.n = len(body)
-    known = set(FIELDS)
-    unknown = [h for h in header if h and h not in known]
-    if unknown:
-        inp.notes.append("ignored unknown column(s): " + ", ".join(unknown))
-    columns = list(zip(*body, strict=True)) if body else [() for _ in header]
-    for name, values in zip(header, columns, strict=True):
-        if name in known:
-            inp.present.add(name)
-            inp.cols[name] = [v.strip() or None for v in values]
-    return problems
-
-
 def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     problems: list[tuple[int, str, str]] = []
-    text = _text(path.read_bytes(), inp)
+    text = decode_text(path.read_bytes(), inp)
     if text is None:
         return problems
     try:
@@ -367,7 +273,7 @@ def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     for name in known:
         if name in keys:
             inp.present.add(name)
-            inp.cols[name] = [_norm(r.get(name)) for r in rows]
+            inp.cols[name] = [norm_cell(r.get(name)) for r in rows]
     return problems
 
 
@@ -1183,8 +1089,8 @@ def import_cases(
             field="crs",
             value=crs,
         )
-    inp = _Input(file=path.name, fmt=f)
-    problems = _read_csv(path, inp) if f == "csv" else _read_json(path, inp)
+    inp = _Input(kind="cases", file=path.name, fmt=f, known=frozenset(FIELDS))
+    problems = read_csv(path, inp) if f == "csv" else _read_json(path, inp)
     job = _Job(session, inp, crs)
     report = CaseImportReport(kind="cases", file=path.name, fmt=f, skip_invalid=skip_invalid)
     events = 0

@@ -95,10 +95,7 @@ both inside the caller's transaction. After grids/components the geo version is 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import re
 import time
 from collections import Counter, defaultdict
@@ -119,6 +116,8 @@ from sqlalchemy.orm import Session
 import cityops.models  # noqa: F401  (every mapper: Grid.inspectors → access User)
 from cityops.core import audit
 from cityops.core.errors import Invalid
+from cityops.core.tabular import TabularInput as _Input
+from cityops.core.tabular import decode_text, norm_cell, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.crs import GEOD
 from cityops.geo.index import bump_geo_version, indexes_for, local_transformer
@@ -416,26 +415,6 @@ def _parse_bool(s: str) -> bool | None:
     return None
 
 
-def _norm(v: Any) -> str | None:
-    """A property/cell value as a stripped string (None when empty)."""
-    if v is None:
-        return None
-    if isinstance(v, str):
-        s = v.strip()
-        return s or None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isfinite(v) and v.is_integer() and abs(v) < 1e15:
-            return str(int(v))
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return ";".join(str(x).strip() for x in v if x is not None and str(x).strip()) or None
-    return json.dumps(v, ensure_ascii=False)
-
-
 def _split_codes(s: str | None) -> list[str]:
     if not s:
         return []
@@ -570,99 +549,9 @@ class _Issues:
         self.bad[:] = True
 
 
-@dataclass
-class _Input:
-    kind: str
-    file: str
-    fmt: str
-    n: int = 0
-    cols: dict[str, list[str | None]] = field(default_factory=dict)
-    #: Columns present in the CSV header / in any feature's properties.
-    present: set[str] = field(default_factory=set)
-    #: Per row: GeoJSON geometry dict, CSV geometry text, or None.
-    geoms: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    #: Set when the file could not be read at all.
-    unreadable: tuple[str, str] | None = None
-
-    def col(self, name: str) -> list[str | None]:
-        c = self.cols.get(name)
-        if c is None:
-            c = [None] * self.n
-            self.cols[name] = c
-        return c
-
-
-def _decode(raw: bytes, inp: _Input) -> str | None:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    try:
-        text = raw.decode("gb18030")
-    except UnicodeDecodeError:
-        inp.unreadable = ("encoding", "the file is neither UTF-8 nor GB18030 text")
-        return None
-    inp.notes.append("the file is not UTF-8: read as GB18030")
-    return text
-
-
-def _read_csv(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
-    """Fill ``inp`` from a CSV file; returns row-level problems (row, field, message)."""
-    problems: list[tuple[int, str, str]] = []
-    text = _decode(path.read_bytes(), inp)
-    if text is None:
-        return problems
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
-        return problems
-    if not records or not any(c.strip() for c in records[0]):
-        inp.unreadable = ("header", "the file has no header row")
-        return problems
-    header = [h.strip().lstrip("\ufeff").lower() for h in records[0]]
-    dup = [h for h, c in Counter(header).items() if c > 1 and h]
-    if dup:
-        inp.unreadable = (dup[0], f"column {dup[0]!r} appears more than once in the header")
-        return problems
-    body = records[1:]
-    # Trailing blank lines are dropped; a blank line inside the file is kept as an empty row
-    # so that row numbers stay the record positions.
-    while body and not any(c.strip() for c in body[-1]):
-        body.pop()
-    width = len(header)
-    fixed: list[list[str]] = body if {len(r) for r in body} <= {width} else []
-    for k, rec in enumerate(body if not fixed else ()):
-        if len(rec) != width:
-            if len(rec) > width and any(c.strip() for c in rec[width:]):
-                problems.append(
-                    (k, "(row)", f"the row has {len(rec)} fields but the header has {width}")
-                )
-            rec = (rec + [""] * width)[:width]
-        fixed.append(rec)
-    inp.n = len(fixed)
-    known = set(FIELDS[inp.kind])
-    unknown = [h for h in header if h and h not in known]
-    if unknown:
-        inp.notes.append("ignored unknown column(s): " + ", ".join(unknown))
-    columns = list(zip(*fixed, strict=True)) if fixed else [() for _ in header]
-    for name, values in zip(header, columns, strict=True):
-        if name not in known:
-            continue
-        inp.present.add(name)
-        if name == "geometry":
-            inp.geoms = [v.strip() or None for v in values]
-        else:
-            inp.cols[name] = [v.strip() or None for v in values]
-    if not inp.geoms:
-        inp.geoms = [None] * inp.n
-    return problems
-
-
 def _read_geojson(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     problems: list[tuple[int, str, str]] = []
-    text = _decode(path.read_bytes(), inp)
+    text = decode_text(path.read_bytes(), inp)
     if text is None:
         return problems
     try:
@@ -713,7 +602,7 @@ def _read_geojson(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     for name in known:
         if name in keys:
             inp.present.add(name)
-            inp.cols[name] = [_norm(p.get(name)) for p in props_list]
+            inp.cols[name] = [norm_cell(p.get(name)) for p in props_list]
     inp.geoms = geoms
     if any(g is not None for g in geoms):
         inp.present.add("geometry")
@@ -905,8 +794,8 @@ def import_file(
         raise Invalid(
             f"unknown crs {crs!r}: expected one of {', '.join(crsmod.CRS_NAMES)}", field="crs"
         )
-    inp = _Input(kind=kind, file=path.name, fmt=f)
-    problems = _read_csv(path, inp) if f == "csv" else _read_geojson(path, inp)
+    inp = _Input(kind=kind, file=path.name, fmt=f, known=frozenset(FIELDS[kind]))
+    problems = read_csv(path, inp) if f == "csv" else _read_geojson(path, inp)
     job = _Job(session, inp, skip_invalid, crs.lower() if crs else None)
     report = ImportReport(kind=kind, file=path.name, fmt=f, skip_invalid=skip_invalid)
     if inp.unreadable is not None:
@@ -1780,7 +1669,7 @@ def _validate_components(job: _Job) -> _ComponentPlan:
             if not isinstance(c, list | tuple) or len(c) < 2:
                 job.add(i, "geometry", _short(json.dumps(c), 60), "unparsable Point coordinates")
                 continue
-            lon_col[i], lat_col[i] = _norm(c[0]), _norm(c[1])
+            lon_col[i], lat_col[i] = norm_cell(c[0]), norm_cell(c[1])
         inp.present.update(("lon", "lat"))
     job.require(REQUIRED["components"])
     codes = inp.col("code")
