@@ -67,6 +67,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from cityops.cases.notify_api import router as notify_router
     from cityops.core.api import router as core_router
     from cityops.evaluation.api import router as evaluation_router
+    from cityops.evaluation.reports_api import router as evaluation_reports_router
     from cityops.geo.api import router as geo_router
     from cityops.worktime.api import router as worktime_router
 
@@ -77,4 +78,5 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(cases_router)
     app.include_router(notify_router)
     app.include_router(evaluation_router)
+    app.include_router(evaluation_reports_router)
     return app
