@@ -47,7 +47,13 @@ async def intake(request: Request) -> JSONResponse:
     body = await request.json()
     return JSONResponse({"case": {"id": 1, "description": body.get("description")}}, status_code=201)
 
-app = Starlette(routes=[Route("/api/v1/cases", intake, methods=["POST"])])
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+app = Starlette(routes=[
+    Route("/api/v1/cases", intake, methods=["POST"]),
+    Route("/api/v1/health", health),
+])
 """
 
 
@@ -298,32 +304,8 @@ def run_bare(
     mod.write_text(BARE_APP)
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(mod.parent))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bare_app:app",
-            "--workers",
-            str(a.workers),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = serve(["bare_app:app", "--workers", str(a.workers)], env, port)
     try:
-        for _ in range(100):
-            try:
-                httpx.post(f"http://127.0.0.1:{port}/api/v1/cases", json={}, timeout=2)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         return measure(port, {}, a, pts, cats)
     finally:
         proc.terminate()

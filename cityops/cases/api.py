@@ -24,7 +24,6 @@ def create_case(body: CaseCreate, principal: PrincipalDep, session: SessionDep) 
     into it (answer 200, ``merged: true``); others get possible duplicates listed."""
     now = utcnow()
     intake = service.create_case(session, principal, body.model_dump(), now)
-    session.flush()
     out = {
         "case": queries.case_detail(session, principal, intake.case, now),
         "merged": intake.merged,
@@ -101,7 +100,6 @@ def act(
     case = service.perform(
         session, principal, case_id, body.action, body.payload(), body.version, now
     )
-    session.flush()
     return queries.case_detail(session, principal, case, now)
 
 

@@ -107,7 +107,7 @@ from cityops.core.errors import Invalid
 from cityops.core.tabular import TabularInput as _Input
 from cityops.core.tabular import decode_text, norm_cell, read_csv
 from cityops.geo import crs as crsmod
-from cityops.geo.importer import MAX_ISSUES, ImportIssue, ImportReport
+from cityops.geo.importer import ImportIssue, ImportReport, IssueCollector
 from cityops.geo.index import indexes_for
 from cityops.geo.models import H3_RES, URGENCIES, Category, Component, Unit, grid_inspectors
 from cityops.geo.service import chosen_standard
@@ -280,29 +280,6 @@ def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
 # --------------------------------------------------------------------------- validation
 
 
-class _Issues:
-    def __init__(self, file: str, n: int) -> None:
-        self.file = file
-        self.items: list[ImportIssue] = []
-        self.count = 0
-        self.bad = np.zeros(n, dtype=bool)
-
-    def add(self, i: int | None, fld: str, value: Any, message: str) -> None:
-        self.count += 1
-        row = 0
-        if i is not None:
-            self.bad[i] = True
-            row = i + 1
-        if len(self.items) < MAX_ISSUES:
-            if isinstance(value, str) and len(value) > 80:
-                value = value[:79] + "…"
-            self.items.append(ImportIssue(self.file, row, fld, value, message))
-
-    def fatal(self, fld: str, value: Any, message: str) -> None:
-        self.add(None, fld, value, message)
-        self.bad[:] = True
-
-
 def _in_chunks(session: Session, column: Any, values: Sequence[str], out: Any) -> dict[str, Any]:
     """``{value: out column}`` for the values that exist in ``column`` (chunked IN)."""
     found: dict[str, Any] = {}
@@ -392,7 +369,7 @@ class _Job:
         self.s = session
         self.inp = inp
         self.n = inp.n
-        self.issues = _Issues(inp.file, inp.n)
+        self.issues = IssueCollector(inp.file, inp.n)
         self.crs = crs
 
     def add(self, i: int | None, fld: str, value: Any, message: str) -> None:

@@ -35,7 +35,6 @@ from cityops.cases.storage import Storage, prepare
 from cityops.core.errors import Invalid, NotFound
 from cityops.core.security import Principal, prefix_filter
 from cityops.geo.models import Category, Component, Unit
-from cityops.worktime.models import STAGE_LABELS
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -186,7 +185,6 @@ def case_detail(
                 for a in attachments
             ],
             "actions": available_actions(principal, case),
-            "stage_limits": {k: v for k, v in STAGE_LABELS.items()},
         }
     )
     return out

@@ -57,7 +57,7 @@ from cityops.cases.models import (
 )
 from cityops.core.db import utcnow
 from cityops.core.errors import Conflict, Forbidden, Invalid, NotFound
-from cityops.core.security import Principal, region_visible
+from cityops.core.security import Principal, region_visible, scope_filter
 from cityops.geo.crs import distance_m
 from cityops.geo.index import indexes_for
 from cityops.geo.models import (
@@ -1290,8 +1290,6 @@ def can_see_personal_data(principal: Principal) -> bool:
 
 def visible_cases_filter(principal: Principal) -> Any:
     """SQL condition selecting the cases in the principal's scope."""
-    from cityops.core.security import scope_filter
-
     conds: list[Any] = []
     if principal.scope_unit_only:
         if principal.unit_id is None:

@@ -526,7 +526,9 @@ def _metric(
 # --------------------------------------------------------------------------- input
 
 
-class _Issues:
+class IssueCollector:
+    """Collects an import's issues (capped at MAX_ISSUES listed) and marks the bad rows."""
+
     def __init__(self, file: str, n: int) -> None:
         self.file = file
         self.items: list[ImportIssue] = []
@@ -618,7 +620,7 @@ class _Job:
         self.inp = inp
         self.kind = inp.kind
         self.n = inp.n
-        self.issues = _Issues(inp.file, inp.n)
+        self.issues = IssueCollector(inp.file, inp.n)
         self.skip_invalid = skip_invalid
         self.crs = crs
         self.updated = 0
