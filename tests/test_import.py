@@ -1395,3 +1395,16 @@ def test_areas_are_geodesic_and_orientation_proof() -> None:
     # Holes are subtracted whatever the ring orientation of the input.
     assert _areas_m2(geoms).tolist() == pytest.approx(expected, rel=1e-12)
     assert expected[1] == pytest.approx(expected[0] - abs(GEOD.geometry_area_perimeter(hole)[0]))
+
+
+def test_a_json_null_file_is_refused_not_read_as_empty(db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from cityops.geo.importer import import_file
+
+    f = tmp_path / "regions.geojson"
+    f.write_text("null", encoding="utf-8")
+    with db.session() as s:
+        report = import_file(s, "regions", f)
+    assert report.written == 0
+    assert [(i.field, i.message) for i in report.errors] == [
+        ("json", "the file holds JSON null, not data")
+    ]

@@ -105,7 +105,7 @@ from cityops.cases.service import CLOCK_STAGE, WARN_FRACTION
 from cityops.core import audit
 from cityops.core.errors import Invalid
 from cityops.core.tabular import TabularInput as _Input
-from cityops.core.tabular import decode_text, norm_cell, read_csv
+from cityops.core.tabular import load_json, norm_cell, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.importer import ImportIssue, ImportReport, IssueCollector
 from cityops.geo.index import indexes_for
@@ -242,13 +242,8 @@ class CaseImportReport(ImportReport):
 
 def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     problems: list[tuple[int, str, str]] = []
-    text = decode_text(path.read_bytes(), inp)
-    if text is None:
-        return problems
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        inp.unreadable = ("json", f"not valid JSON: {exc}")
+    doc = load_json(path, inp)
+    if doc is None:
         return problems
     if isinstance(doc, dict) and isinstance(doc.get("cases"), list):
         doc = doc["cases"]

@@ -77,6 +77,21 @@ def decode_text(raw: bytes, inp: TabularInput) -> str | None:
     return text
 
 
+def load_json(path: Path, inp: TabularInput) -> Any:
+    """The parsed JSON document, or None with ``inp.unreadable`` set."""
+    text = decode_text(path.read_bytes(), inp)
+    if text is None:
+        return None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        inp.unreadable = ("json", f"not valid JSON: {exc}")
+        return None
+    if doc is None:
+        inp.unreadable = ("json", "the file holds JSON null, not data")
+    return doc
+
+
 def read_csv(path: Path, inp: TabularInput) -> list[tuple[int, str, str]]:
     """Fill ``inp`` from a CSV file; returns row-level problems (row, field, message)."""
     problems: list[tuple[int, str, str]] = []

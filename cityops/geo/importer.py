@@ -117,7 +117,7 @@ import cityops.models  # noqa: F401  (every mapper: Grid.inspectors → access U
 from cityops.core import audit
 from cityops.core.errors import Invalid
 from cityops.core.tabular import TabularInput as _Input
-from cityops.core.tabular import decode_text, norm_cell, read_csv
+from cityops.core.tabular import load_json, norm_cell, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.crs import GEOD
 from cityops.geo.index import bump_geo_version, indexes_for, local_transformer
@@ -553,13 +553,8 @@ class IssueCollector:
 
 def _read_geojson(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
     problems: list[tuple[int, str, str]] = []
-    text = decode_text(path.read_bytes(), inp)
-    if text is None:
-        return problems
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        inp.unreadable = ("json", f"not valid JSON: {exc}")
+    doc = load_json(path, inp)
+    if doc is None:
         return problems
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         got = doc.get("type") if isinstance(doc, dict) else type(doc).__name__
