@@ -40,12 +40,17 @@ def create_app(db: Database | None = None) -> FastAPI:
         if get_settings().warm_indexes:
             threading.Thread(target=_warm, args=(database,), daemon=True).start()
         from cityops.cases.jobs import start_from_env
+        from cityops.monitoring.mqtt import start_from_env as start_mqtt
 
         scheduler = start_from_env(database)
         app.state.scheduler = scheduler
+        subscriber = start_mqtt(database)
+        app.state.mqtt = subscriber
         try:
             yield
         finally:
+            if subscriber is not None:
+                subscriber.stop()
             if scheduler is not None:
                 scheduler.stop()
 
@@ -68,7 +73,9 @@ def create_app(db: Database | None = None) -> FastAPI:
     from cityops.core.api import router as core_router
     from cityops.evaluation.api import router as evaluation_router
     from cityops.evaluation.reports_api import router as evaluation_reports_router
+    from cityops.flood.api import router as flood_router
     from cityops.geo.api import router as geo_router
+    from cityops.monitoring.api import router as monitoring_router
     from cityops.worktime.api import router as worktime_router
 
     app.include_router(core_router)
@@ -79,4 +86,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(notify_router)
     app.include_router(evaluation_router)
     app.include_router(evaluation_reports_router)
+    app.include_router(monitoring_router)
+    app.include_router(flood_router)
+
+    from cityops.console import mount
+
+    mount(app)
     return app

@@ -5,7 +5,9 @@ from cityops.cases import models as cases_models
 from cityops.core import audit
 from cityops.core.db import Base
 from cityops.evaluation import models as evaluation_models
+from cityops.flood import models as flood_models
 from cityops.geo import models as geo_models
+from cityops.monitoring import models as monitoring_models
 from cityops.worktime import models as worktime_models
 
 __all__ = [
@@ -14,6 +16,8 @@ __all__ = [
     "audit",
     "cases_models",
     "evaluation_models",
+    "flood_models",
     "geo_models",
+    "monitoring_models",
     "worktime_models",
 ]

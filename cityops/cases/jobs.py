@@ -65,6 +65,7 @@ from cityops.cases import webhooks
 from cityops.cases.models import STAGES, Case, CaseEvent, Notification, SchedulerLease
 from cityops.cases.service import _event
 from cityops.core.db import Database, utcnow
+from cityops.core.jobs import JobRunner
 from cityops.core.security import lock_for_write
 
 log = logging.getLogger("cityops.scheduler")
@@ -701,6 +702,9 @@ class SchedulerHandle:
         self.errors = 0
         self.last_error: str | None = None
         self.reports: deque[TickReport] = deque(maxlen=100)
+        #: Registered periodic jobs of the other contexts (:mod:`cityops.core.jobs`).
+        self.jobs = JobRunner(db)
+        self.job_rounds = 0
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -722,6 +726,10 @@ class SchedulerHandle:
             if report.changed or report.conflicts:
                 self.reports.append(report)
                 log.info("scheduler tick: %s", report.as_dict())
+
+    def _jobs_round(self) -> None:
+        if self.is_leader:
+            self.jobs.run_due(self.clock())
 
     def _delivery_round(self) -> None:
         assert self.deliverer is not None
@@ -745,7 +753,8 @@ class SchedulerHandle:
 
     def start(self) -> SchedulerHandle:
         specs: list[tuple[str, Callable[[], None], float, str]] = [
-            ("cityops-scheduler", self._tick_round, self.interval, "rounds")
+            ("cityops-scheduler", self._tick_round, self.interval, "rounds"),
+            ("cityops-jobs", self._jobs_round, min(self.interval, 5.0), "job_rounds"),
         ]
         if self.deliverer is not None:
             specs.append(

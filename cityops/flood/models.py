@@ -1,0 +1,3 @@
+"""Tables of the flood context."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Periodic jobs of the monitoring context (registered with cityops.core.jobs)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables of the monitoring context."""
+
+from __future__ import annotations
