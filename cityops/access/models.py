@@ -19,6 +19,9 @@ ROLES = (
     "handler",  # 处置人员
     "leader",  # 领导
     "reviewer",  # 第三方考评员
+    "evaluator",  # 综合评价考评员 (site inspection / comprehensive evaluation)
+    "monitor",  # 监测值班员 (lifeline alarms: 研判)
+    "commander",  # 防汛指挥 (flood command)
     "admin",  # 管理员
 )
 ROLE_NAMES_ZH = {
@@ -29,6 +32,9 @@ ROLE_NAMES_ZH = {
     "handler": "处置人员",
     "leader": "领导",
     "reviewer": "第三方考评员",
+    "evaluator": "综合评价考评员",
+    "monitor": "监测值班员",
+    "commander": "防汛指挥",
     "admin": "管理员",
 }
 

@@ -1018,6 +1018,14 @@ def build_demo(db: Database, scale: str = "small", seed: int = 7) -> dict[str, A
         lap("pois_green")
         bump_geo_version(s, grids=True, components=True)
     lap("commit")
+    # the other contexts' demo data (lifeline devices, flood command), on the committed city
+    from cityops.flood.demo import seed_demo as seed_flood
+    from cityops.monitoring.demo import seed_demo as seed_monitoring
+
+    for name, seeder, offset in (("monitoring", seed_monitoring, 101), ("flood", seed_flood, 202)):
+        with db.session() as s:
+            counts.update(seeder(s, scale, np.random.default_rng(seed + offset)))
+        lap(name)
 
     minx, miny, maxx, maxy = layout.city_geom.bounds
     return {
@@ -1566,6 +1574,9 @@ def _write_users(
             add(f"handler{h}", "handler", key, unit_only=True, title="处置人员")
     for i in range(1, spec.reviewers + 1):
         add(f"reviewer{i}", "reviewer", title="第三方考评员")
+    add("evaluator1", "evaluator", "CGJ", title="综合评价考评员")
+    add("monitor1", "monitor", "JDZX", title="监测值班员")
+    add("commander1", "commander", "CGJ", title="防汛指挥")
 
     _insert(s, User, users, chunk=2_000)
     uid = _ids(s, User.id, User.username)
@@ -1615,6 +1626,9 @@ def _write_users(
                 "note": f"处置人员 of {next(u['name'] for u in units.rows if u['key'] == units.handling[0])}",
             },
             {"username": "reviewer1", "role": "reviewer", "note": "第三方考评员"},
+            {"username": "evaluator1", "role": "evaluator", "note": "综合评价考评员"},
+            {"username": "monitor1", "role": "monitor", "note": "监测值班员 (城市生命线 研判)"},
+            {"username": "commander1", "role": "commander", "note": "防汛指挥"},
         ],
         "usernames": {
             p: v[0] if len(v) == 1 else f"{v[0]} … {v[-1]}" for p, v in by_prefix.items()
