@@ -543,3 +543,23 @@ def test_an_edited_category_limit_applies_to_the_next_deadline(city, store) -> N
         assert wt.resolve_limit(s, "handle", cat.id, "一般").limit == wt.TimeLimit(
             2, "working_days"
         )
+
+
+def test_a_closed_case_can_be_reopened_for_a_new_check(city, store) -> None:
+    with city.session() as s:
+        case, h = _to_handle(s, store)
+        act(s, h, case, "handle", at(30), note="已清理", attachment_ids=[upload(s, h, store)])
+        insp = principal(s, s.get(User, case.assignee_user_id).username)
+        act(s, insp, case, "check", at(40), passed=True, attachment_ids=[upload(s, insp, store)])
+        act(s, principal(s, "shift1"), case, "close", at(45))
+        with pytest.raises(Forbidden):
+            act(s, principal(s, "operator1"), case, "reopen", at(50), note="考评不满意")
+        with pytest.raises(Invalid, match="note"):
+            act(s, principal(s, "shift1"), case, "reopen", at(50))
+        act(s, principal(s, "shift1"), case, "reopen", at(50), note="第三方考评: 垃圾仍在")
+        assert case.stage == "check" and case.closed_at is None and case.close_type is None
+        assert case.assignee_user_id is not None
+        assert history(s, case)[-2:] == ["close", "reopen"]
+        insp = principal(s, s.get(User, case.assignee_user_id).username)
+        act(s, insp, case, "check", at(60), passed=False, attachment_ids=[upload(s, insp, store)])
+        assert case.stage == "handle" and case.rework_count == 1

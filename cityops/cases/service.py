@@ -1065,6 +1065,20 @@ def _close(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) ->
     )
 
 
+def _reopen(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) -> None:
+    """重新核查: a closed case goes back to 核查 (e.g. a third-party reviewer disagreed)."""
+    note = _text(d, "note", "重新核查")
+    c.assignee_user_id = d.get("inspector_id") or _inspector_for(s, c)
+    if c.assignee_user_id is None:
+        raise Conflict(f"重新核查: grid {c.grid_code} has no inspector to check the case")
+    c.closed_at = None
+    c.close_type = None
+    c.checked_at = None
+    _start_stage(s, c, "check", t)
+    _event(s, c, p, "reopen", t, "closed", note=note, data=d.get("data") or None)
+    _notify(s, c, c.assignee_user_id, "check", f"核查任务 {c.number}", t)
+
+
 def _supervise(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) -> None:
     note = _text(d, "note", "督办")
     c.supervised = True
@@ -1191,6 +1205,7 @@ ACTIONS: dict[str, Action] = {
             "merge", "合并", CENTRE, frozenset({"accept", "verify", "file", "dispatch"}), _merge
         ),
         Action("split", "拆分", CENTRE, frozenset({"merged"}), _split),
+        Action("reopen", "重新核查", frozenset({"shift_leader"}), frozenset({"closed"}), _reopen),
     )
 }
 
@@ -1245,7 +1260,7 @@ def perform(
             f"{spec.label} is not possible: case {case.number} is {STAGES.get(case.stage, case.stage)}",
             stage=case.stage,
         )
-    if case.stage in END_STAGES and action != "split":
+    if case.stage in END_STAGES and action not in ("split", "reopen"):
         raise Conflict(f"case {case.number} is finished ({STAGES[case.stage]})")
     savepoint = session.begin_nested()
     try:
