@@ -121,6 +121,8 @@ def _checkpoint(url: str) -> None:
 def templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Templates]:
     os.environ.setdefault("CITYOPS_WARM_INDEXES", "false")
     os.environ.setdefault("CITYOPS_SCHEDULER", "off")
+    # API tests run without the console; console tests use NiceGUI's simulation (console_support)
+    os.environ.setdefault("CITYOPS_CONSOLE", "off")
     os.environ["CITYOPS_VAR_DIR"] = str(tmp_path_factory.mktemp("var"))
     get_settings.cache_clear()
     t = Templates(tmp_path_factory.mktemp("dbs"))

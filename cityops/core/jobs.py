@@ -70,7 +70,7 @@ def registered() -> list[Job]:
                 try:
                     importlib.import_module(module)
                 except ModuleNotFoundError as exc:
-                    if exc.name != module:
+                    if exc.name is None or not module.startswith(exc.name):
                         raise
             _loaded = True
     return sorted(_JOBS.values(), key=lambda j: j.name)

@@ -32,6 +32,28 @@ class Settings(BaseSettings):
     scheduler: bool = True
     #: Seconds between scheduler ticks.
     scheduler_interval: float = 15.0
+    #: Serve the web console (NiceGUI) in this process. The console keeps per-browser state in
+    #: the process, so it runs in one process (or behind sticky sessions); API-only worker
+    #: processes set this off.
+    console: bool = True
+    #: Secret for the console's session cookie; default: a random one kept in var_dir.
+    console_secret: str = ""
+    #: Optional basemap tile URL for the console maps (e.g. 天地图); empty = plain background.
+    basemap_url: str = ""
+    #: Its attribution text, shown on the map.
+    basemap_attribution: str = ""
+
+    def resolved_console_secret(self) -> str:
+        if self.console_secret:
+            return self.console_secret
+        path = self.var_dir / "console_secret"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
 
     def resolved_database_url(self) -> str:
         if self.database_url:
