@@ -76,6 +76,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     from cityops.flood.api import router as flood_router
     from cityops.geo.api import router as geo_router
     from cityops.monitoring.api import router as monitoring_router
+    from cityops.public.api import router as public_router
     from cityops.worktime.api import router as worktime_router
 
     app.include_router(core_router)
@@ -88,6 +89,7 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(evaluation_reports_router)
     app.include_router(monitoring_router)
     app.include_router(flood_router)
+    app.include_router(public_router)
 
     from cityops.console import mount
 

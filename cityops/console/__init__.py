@@ -21,7 +21,9 @@ log = logging.getLogger("cityops.console")
 #: Modules whose ``register()`` declares console pages, in navigation order.
 PAGE_MODULES: tuple[str, ...] = (
     "cityops.console.pages",
+    "cityops.console.command",
     "cityops.cases.ui",
+    "cityops.cases.ui_mobile",
     "cityops.geo.ui",
     "cityops.evaluation.ui",
     "cityops.monitoring.ui",
