@@ -26,6 +26,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "cityops.cases.ui_mobile",
     "cityops.geo.ui",
     "cityops.evaluation.ui",
+    "cityops.evaluation.ui_review",
     "cityops.monitoring.ui",
     "cityops.flood.ui",
     "cityops.access.ui",
