@@ -72,7 +72,9 @@ def create_app(db: Database | None = None) -> FastAPI:
     from cityops.cases.notify_api import router as notify_router
     from cityops.core.api import router as core_router
     from cityops.evaluation.api import router as evaluation_router
+    from cityops.evaluation.comprehensive_api import router as evaluation_comprehensive_router
     from cityops.evaluation.reports_api import router as evaluation_reports_router
+    from cityops.evaluation.review_api import router as evaluation_review_router
     from cityops.flood.api import router as flood_router
     from cityops.geo.api import router as geo_router
     from cityops.monitoring.api import router as monitoring_router
@@ -87,6 +89,8 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(notify_router)
     app.include_router(evaluation_router)
     app.include_router(evaluation_reports_router)
+    app.include_router(evaluation_review_router)
+    app.include_router(evaluation_comprehensive_router)
     app.include_router(monitoring_router)
     app.include_router(flood_router)
     app.include_router(public_router)
