@@ -429,3 +429,150 @@ def read_attachment(
         load_case(session, principal, att.case_id)
     key = att.public_key if (public and att.public_key) else att.storage_key
     return att, storage.get(key)
+
+
+# --------------------------------------------------------------------------- console
+
+
+@dataclass(frozen=True)
+class WorkTab:
+    """One tab of the console's worklist: the stages it holds and the roles that act on it."""
+
+    key: str
+    label: str
+    stages: tuple[str, ...]
+    roles: frozenset[str]
+
+
+#: The console's worklist tabs, in display order (待审批 = a 回退/延期/挂账 request waits).
+WORK_TABS: tuple[WorkTab, ...] = (
+    WorkTab("accept", "待受理", ("accept",), frozenset({"operator", "shift_leader"})),
+    WorkTab("verify", "待核实", ("verify",), frozenset({"inspector", "shift_leader"})),
+    WorkTab("file", "待立案", ("file",), frozenset({"shift_leader"})),
+    WorkTab("dispatch", "待派遣", ("dispatch",), frozenset({"dispatcher", "shift_leader"})),
+    WorkTab("handle", "待签收/待处置", ("sign", "handle"), frozenset({"handler"})),
+    WorkTab("approvals", "待审批", (), frozenset({"shift_leader", "leader"})),
+    WorkTab("check", "待核查", ("check",), frozenset({"inspector", "shift_leader"})),
+    WorkTab("close", "待结案", ("close",), frozenset({"shift_leader"})),
+)
+
+
+def work_tabs(principal: Principal) -> list[WorkTab]:
+    """The worklist tabs this user acts on (an admin sees them all, read-only)."""
+    if principal.is_admin:
+        return list(WORK_TABS)
+    return [tab for tab in WORK_TABS if principal.roles.intersection(tab.roles)]
+
+
+def _tab_conditions(principal: Principal, tab: WorkTab) -> list[Any]:
+    """The same narrowing as :func:`worklist`: inspectors see their own tasks, handlers the
+    cases their unit leads."""
+    if tab.key == "approvals":
+        return [Case.pending_request.is_not(None), Case.stage.in_(OPEN_STAGES)]
+    conds: list[Any] = [Case.stage.in_(tab.stages)]
+    if (
+        tab.key in ("verify", "check")
+        and "inspector" in principal.roles
+        and "shift_leader" not in principal.roles
+    ):
+        conds.append(Case.assignee_user_id == principal.user_id)
+    if tab.key == "handle" and "handler" in principal.roles and not principal.is_admin:
+        conds.append(Case.lead_unit_id == (principal.unit_id or -1))
+    return conds
+
+
+def work_page(
+    session: Session,
+    principal: Principal,
+    tab_key: str,
+    f: CaseFilter,
+    now: datetime,
+    cursor: str | None = None,
+    limit: int = 20,
+    sort: str = "deadline",
+) -> dict[str, Any]:
+    """One page of a worklist tab with the list filters, sort and cursor paging of
+    :func:`list_cases`; also the tab's total (with the filters). Sorting by deadline keeps
+    cases without a deadline at the end (NULLS LAST, so the (stage, stage_deadline) index
+    can serve the order)."""
+    tab = next((x for x in work_tabs(principal) if x.key == tab_key), None)
+    if tab is None:
+        raise Invalid(f"no worklist tab {tab_key!r} for you", field="tab", value=tab_key)
+    if sort not in SORTS:
+        raise Invalid(f"sort must be one of {', '.join(SORTS)}", field="sort", value=sort)
+    if not 1 <= limit <= 500:
+        raise Invalid("limit must be between 1 and 500", field="limit", value=limit)
+    conds = filter_conditions(session, principal, f) + _tab_conditions(principal, tab)
+    total = session.scalar(select(func.count()).select_from(Case).where(*conds)) or 0
+    col, desc = SORTS[sort]
+    if cursor:
+        # NULL deadlines (no clock running) come last in either direction
+        v, cid = _decode(cursor)
+        if v is None:
+            conds.append(and_(col.is_(None), Case.id < cid if desc else Case.id > cid))
+        else:
+            value = datetime.fromisoformat(v)
+            after = col < value if desc else col > value
+            same = and_(col == value, Case.id < cid if desc else Case.id > cid)
+            conds.append(or_(after, same, col.is_(None)))
+    order = (
+        (col.desc().nulls_last(), Case.id.desc())
+        if desc
+        else (col.asc().nulls_last(), Case.id.asc())
+    )
+    rows = session.scalars(select(Case).where(*conds).order_by(*order).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cats = _names(session, Category, {c.category_id for c in rows})
+    units = _names(session, Unit, {c.lead_unit_id for c in rows})
+    items = [case_summary(c, cats, units, now) for c in rows]
+    nxt = None
+    if more and rows:
+        last = rows[-1]
+        lv = getattr(last, col.key)
+        nxt = _encode([lv.isoformat() if lv else None, last.id])
+    return {"tab": tab.key, "label": tab.label, "total": total, "items": items, "next_cursor": nxt}
+
+
+def search_places(session: Session, text: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Places whose name (or code) contains ``text``, for locating a new case by address:
+    the city's POIs (便民服务点, with their address), regions (district/street/community,
+    at a representative point inside) and unit grids by code prefix. Nothing else in the
+    city model carries place names (there is no geocoder)."""
+    import shapely
+
+    from cityops.geo.models import Grid, Poi, Region
+
+    q = text.strip()
+    if not q:
+        return []
+    like = f"%{q}%"
+    out: list[dict[str, Any]] = []
+    for poi in session.scalars(
+        select(Poi)
+        .where(or_(Poi.name.like(like), Poi.address.like(like)))
+        .order_by(Poi.id)
+        .limit(limit)
+    ):
+        out.append(
+            {"kind": "poi", "name": poi.name, "detail": poi.address, "lon": poi.lon, "lat": poi.lat}
+        )
+    for region in session.scalars(
+        select(Region)
+        .where(Region.name.like(like), Region.geom.is_not(None))
+        .order_by(Region.code)
+        .limit(limit)
+    ):
+        pt = shapely.point_on_surface(shapely.from_wkb(region.geom))
+        out.append(
+            {"kind": "region", "name": region.name, "detail": region.code, "lon": pt.x, "lat": pt.y}
+        )
+    if q.isdigit() and len(q) >= 12:
+        for grid in session.scalars(
+            select(Grid).where(Grid.code.like(f"{q}%")).order_by(Grid.code).limit(limit)
+        ):
+            pt = shapely.point_on_surface(shapely.from_wkb(grid.geom))
+            out.append(
+                {"kind": "grid", "name": grid.code, "detail": None, "lon": pt.x, "lat": pt.y}
+            )
+    return out[:limit]
