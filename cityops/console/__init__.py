@@ -64,7 +64,10 @@ def mount(app: FastAPI) -> None:
         log.warning("the console is mounted once per process; this app serves the API only")
         return
     from nicegui import ui
+    from nicegui.storage import Storage
 
+    # per-browser console state (language, login token) lives with the other runtime files
+    Storage.path = (st.var_dir / "nicegui").resolve()
     register_pages()
     ui.run_with(
         app,
