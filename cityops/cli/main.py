@@ -14,6 +14,7 @@ from cityops.cli.common import cli_db, fail, ready_db
 from cityops.core.errors import DomainError
 from cityops.evaluation.cli import evaluation_app
 from cityops.flood.cli import flood_app
+from cityops.monitoring.cli import simulate_sensors
 from cityops.worktime.cli import calendar_app
 
 app = typer.Typer(help="CityOps 城市运行管理服务平台 command line.", no_args_is_help=True)
@@ -25,6 +26,7 @@ app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 app.add_typer(calendar_app, name="calendar")
 app.add_typer(evaluation_app, name="evaluation")
+simulate_app.command("sensors")(simulate_sensors)
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(flood_app, name="flood")
 import_app.command("cases")(import_cases_command)

@@ -184,6 +184,7 @@ def seed_demo(session: Session, scale: str, rng: np.random.Generator) -> dict[st
         points.append(point)
     session.add_all(points)
     session.flush()
+    n_gauges = _seed_gauges(session, points, unit("SZC") or next(iter(units.values())))
 
     # teams: the drainage company, the municipal facilities office, the districts' companies
     city_lon, city_lat = float(np.mean(centres[:, 0])), float(np.mean(centres[:, 1]))
@@ -283,7 +284,70 @@ def seed_demo(session: Session, scale: str, rng: np.random.Generator) -> dict[st
         "flood_equipment": len(equipment),
         "flood_events": 1 if n_orders else 0,
         "flood_orders": n_orders,
+        "flood_gauges": n_gauges,
     }
+
+
+def _seed_gauges(session: Session, points: list[WaterloggingPoint], owner: Unit) -> int:
+    """The points' gauges in the monitoring context: each point is a monitored facility
+    (下穿通道/积水点, owned by ``owner``) with its ponding gauge ``WL-<code>``; each rain gauge
+    ``RG-n`` sits at the mean position of its points, on the first point's facility."""
+    import h3
+
+    from cityops.monitoring.models import Device, Facility
+
+    facilities: dict[str, Facility] = {}
+    for p in points:
+        f = Facility(
+            code=p.code,
+            name=p.name,
+            kind="underpass",
+            owner_unit_id=owner.id,
+            lon=p.lon,
+            lat=p.lat,
+            h3=h3.str_to_int(h3.latlng_to_cell(p.lat, p.lon, 9)),
+            grid_code=p.grid_code,
+            address=p.address,
+        )
+        facilities[p.code] = f
+    session.add_all(facilities.values())
+    session.flush()
+    devices: list[Device] = []
+    groups: dict[str, list[WaterloggingPoint]] = {}
+    for p in points:
+        assert p.depth_device_code is not None
+        devices.append(
+            Device(
+                code=p.depth_device_code,
+                name=f"{p.name} 积水监测仪",
+                device_type="ponding_gauge",
+                facility_id=facilities[p.code].id,
+                measurands=["ponding"],
+                lon=p.lon,
+                lat=p.lat,
+                grid_code=p.grid_code,
+                interval_s=60,
+            )
+        )
+        if p.rain_device_code:
+            groups.setdefault(p.rain_device_code, []).append(p)
+    for code, group in groups.items():
+        devices.append(
+            Device(
+                code=code,
+                name=f"雨量计 {code}",
+                device_type="rain_gauge",
+                facility_id=facilities[group[0].code].id,
+                measurands=["rainfall"],
+                lon=round(sum(p.lon for p in group) / len(group), 7),
+                lat=round(sum(p.lat for p in group) / len(group), 7),
+                grid_code=group[0].grid_code,
+                interval_s=300,
+            )
+        )
+    session.add_all(devices)
+    session.flush()
+    return len(devices)
 
 
 #: The past response of the demo (after 亳州's 7·5 rainstorm, 一级响应): local time (UTC+8).
