@@ -276,14 +276,23 @@ def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
 
 
 def _in_chunks(session: Session, column: Any, values: Sequence[str], out: Any) -> dict[str, Any]:
-    """``{value: out column}`` for the values that exist in ``column`` (chunked IN)."""
-    found: dict[str, Any] = {}
+    """``{value: out column}`` for the values that exist in ``column``.
+
+    Plain driver statements (no SQL compilation per chunk): PostgreSQL one ``= ANY(array)``
+    query, SQLite chunked ``IN``."""
     vals = sorted(set(values))
+    if not vals:
+        return {}
+    conn = session.connection()
+    table, col, res = column.table.name, column.name, out.name
+    if conn.dialect.name == "postgresql":
+        sql = f"SELECT {col}, {res} FROM {table} WHERE {col} = ANY(%(v)s)"
+        return dict(conn.exec_driver_sql(sql, {"v": vals}).tuples().all())
+    found: dict[str, Any] = {}
     for k in range(0, len(vals), 5000):
         part = vals[k : k + 5000]
-        found.update(
-            {a: b for a, b in session.execute(select(column, out).where(column.in_(part)))}
-        )
+        sql = f"SELECT {col}, {res} FROM {table} WHERE {col} IN ({', '.join('?' * len(part))})"
+        found.update(conn.exec_driver_sql(sql, tuple(part)).tuples().all())
     return found
 
 
@@ -694,6 +703,9 @@ class _Job:
             lead[i] = codes[v]
         co: list[list[int]] = []
         for i, v in enumerate(inp.col("co_unit_codes")):
+            if v is None:
+                co.append([])
+                continue
             ids: list[int] = []
             for code in re.split(r"[;；,，]", v or ""):
                 code = code.strip()

@@ -26,7 +26,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import h3
@@ -228,19 +228,24 @@ def next_number(session: Session, now: datetime) -> str:
     in the numbers, which is harmless). SQLite serialises writers anyway.
     """
     day = now.astimezone(TZ).date()
+    return f"{day:%Y%m%d}{reserve_numbers(session, day, 1):05d}"
+
+
+def reserve_numbers(session: Session, day: date, n: int) -> int:
+    """Take ``n`` numbers of the day's sequence at once; returns the last one taken (the
+    numbers are ``last - n + 1 … last``). PostgreSQL: in a short transaction of its own (see
+    :func:`next_number`); SQLite: in the session's transaction."""
     dialect = session.get_bind().dialect.name
     ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(CaseSequence)
     stmt = (
-        ins.values(day=day, last=1)
-        .on_conflict_do_update(index_elements=["day"], set_={"last": CaseSequence.last + 1})
+        ins.values(day=day, last=n)
+        .on_conflict_do_update(index_elements=["day"], set_={"last": CaseSequence.last + n})
         .returning(CaseSequence.last)
     )
     if dialect == "postgresql":
         with _counter_engine(session).begin() as conn:
-            seq = int(conn.execute(stmt).scalar_one())
-    else:
-        seq = int(session.execute(stmt).scalar_one())
-    return f"{day:%Y%m%d}{seq:05d}"
+            return int(conn.execute(stmt).scalar_one())
+    return int(session.execute(stmt).scalar_one())
 
 
 _counter_engines: dict[str, Engine] = {}

@@ -22,13 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import ColumnElement, and_, select, text, true
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import ColumnElement, and_, event, select, text, true
 from sqlalchemy.orm import Session
 
 from cityops.core.audit import Actor, current_actor
@@ -161,15 +164,12 @@ def _check_origin(request: Request) -> None:
         raise Forbidden("cross-site request refused: use a bearer token for API clients")
 
 
-def load_principal(request: Request, session: SessionDep) -> Principal:
-    """Resolve the token to a user (runs in the thread pool: it reads the database)."""
+def _resolve(
+    request: Request, session: Session, token: str, via: str
+) -> tuple[Principal, datetime]:
+    """The principal of a token and the expiry of its session (401 when not valid)."""
     from cityops.access.models import AuthSession, User
 
-    token, via = _token_from(request)
-    if token is None:
-        raise Unauthorized(
-            "not logged in: send 'Authorization: Bearer <token>' (POST /api/v1/auth/login)"
-        )
     row = session.execute(
         select(AuthSession, User)
         .join(User, User.id == AuthSession.user_id)
@@ -186,7 +186,7 @@ def load_principal(request: Request, session: SessionDep) -> Principal:
         raise Unauthorized("the account is disabled")
     if via == "cookie":
         _check_origin(request)
-    return Principal(
+    principal = Principal(
         user_id=user.id,
         username=user.username,
         display_name=user.display_name,
@@ -198,6 +198,106 @@ def load_principal(request: Request, session: SessionDep) -> Principal:
         ip=client_ip(request),
         via=via,
     )
+    return principal, auth.expires_at
+
+
+def _no_token() -> Unauthorized:
+    return Unauthorized(
+        "not logged in: send 'Authorization: Bearer <token>' (POST /api/v1/auth/login)"
+    )
+
+
+def load_principal(request: Request, session: SessionDep) -> Principal:
+    """Resolve the token to a user (runs in the thread pool: it reads the database)."""
+    token, via = _token_from(request)
+    if token is None:
+        raise _no_token()
+    return _resolve(request, session, token, via)[0]
+
+
+#: How long a resolved token is reused by :data:`CachedPrincipalDep` without a database read.
+#: A logout, revocation or disabled account takes effect there after at most this long
+#: (at once in this process when :func:`forget_principals` is called).
+PRINCIPAL_CACHE_SECONDS = 5.0
+_principal_cache: dict[str, tuple[float, datetime, Principal]] = {}
+_principal_cache_lock = threading.Lock()
+
+
+def forget_principals() -> None:
+    """Drop every cached token → principal (call after a logout or a change of roles)."""
+    with _principal_cache_lock:
+        _principal_cache.clear()
+
+
+_AUTH_TABLES = frozenset({"auth_sessions", "users", "user_roles"})
+_AUTH_DIRTY = "cityops_auth_dirty"
+
+
+@event.listens_for(Session, "before_flush")
+def _note_auth_change(session: Session, _ctx: Any, _instances: Any) -> None:
+    """A logout, revocation, role change or disabled account written by this process drops
+    the cache at once (and again at its commit); other processes see it within
+    :data:`PRINCIPAL_CACHE_SECONDS`."""
+    for coll in (session.new, session.dirty, session.deleted):
+        if any(getattr(o, "__tablename__", None) in _AUTH_TABLES for o in coll):
+            session.info[_AUTH_DIRTY] = True
+            forget_principals()
+            return
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_auth_statement(state: Any) -> None:
+    """The same for bulk ``update()``/``delete()`` statements (logout, revocation)."""
+    if state.is_update or state.is_delete:
+        table = getattr(state.statement, "table", None)
+        if getattr(table, "name", None) in _AUTH_TABLES:
+            state.session.info[_AUTH_DIRTY] = True
+            forget_principals()
+
+
+@event.listens_for(Session, "after_commit")
+def _auth_committed(session: Session) -> None:
+    if session.info.pop(_AUTH_DIRTY, False):
+        forget_principals()
+
+
+@event.listens_for(Session, "after_rollback")
+def _auth_rolled_back(session: Session) -> None:
+    session.info.pop(_AUTH_DIRTY, None)
+
+
+def _load_uncached(request: Request, token: str, via: str) -> tuple[Principal, datetime]:
+    db: Database = request.app.state.db
+    with db.session() as s:
+        return _resolve(request, s, token, via)
+
+
+async def current_principal_cached(request: Request) -> Principal:
+    """Dependency: like :data:`PrincipalDep`, for hot write endpoints that do not take the
+    request session (so no SQLite write lock for the whole request): the token's principal
+    is kept for :data:`PRINCIPAL_CACHE_SECONDS`, so a repeat call costs no query and no
+    thread hop. Sets the audit actor too."""
+    token, via = _token_from(request)
+    if token is None:
+        raise _no_token()
+    key = hash_token(token)
+    mono = time.monotonic()
+    hit = _principal_cache.get(key)
+    if hit is not None and hit[0] > mono and hit[1] > datetime.now(UTC):
+        if via == "cookie":
+            _check_origin(request)
+        principal = replace(hit[2], ip=client_ip(request), via=via)
+    else:
+        principal, expires = await run_in_threadpool(_load_uncached, request, token, via)
+        with _principal_cache_lock:
+            if len(_principal_cache) > 10_000:
+                _principal_cache.clear()
+            _principal_cache[key] = (mono + PRINCIPAL_CACHE_SECONDS, expires, principal)
+    current_actor.set(principal.actor)
+    return principal
+
+
+CachedPrincipalDep = Annotated[Principal, Depends(current_principal_cached)]
 
 
 async def current_principal(
