@@ -8,6 +8,7 @@ from cityops.evaluation import models as evaluation_models
 from cityops.flood import models as flood_models
 from cityops.geo import models as geo_models
 from cityops.monitoring import models as monitoring_models
+from cityops.public import models as public_models
 from cityops.worktime import models as worktime_models
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "flood_models",
     "geo_models",
     "monitoring_models",
+    "public_models",
     "worktime_models",
 ]

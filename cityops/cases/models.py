@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -166,6 +167,14 @@ class Case(Base):
         Index("ix_cases_reported_at", "reported_at"),
         Index("ix_cases_category_h3", "category_id", "h3"),
         Index("ix_cases_assignee_stage", "assignee_user_id", "stage"),
+        Index("ix_cases_closed_at", "closed_at"),
+        # 待审批: the few cases waiting for a 回退/延期/挂账 decision
+        Index(
+            "ix_cases_pending_paused",
+            "paused_since",
+            sqlite_where=text("pending_request IS NOT NULL"),
+            postgresql_where=text("pending_request IS NOT NULL"),
+        ),
     )
 
 
@@ -180,6 +189,8 @@ class CaseUnit(Base):
     )
     unit_id: Mapped[int] = mapped_column(ForeignKey("units.id"), primary_key=True)
     role: Mapped[str] = mapped_column(String(6), nullable=False)  # lead | co
+
+    __table_args__ = (Index("ix_case_units_unit_case", "unit_id", "case_id"),)
 
 
 class CaseEvent(Base):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -274,11 +275,17 @@ def filter_conditions(session: Session, principal: Principal, f: CaseFilter) -> 
     if f.reported_to:
         conds.append(Case.reported_at < f.reported_to)
     if f.text:
-        like = f"%{f.text.strip()}%"
-        conds.append(
-            or_(Case.number == f.text.strip(), Case.description.like(like), Case.address.like(like))
-        )
+        q = f.text.strip()
+        if CASE_NUMBER.fullmatch(q):  # a case number: the unique index, not a text scan
+            conds.append(Case.number == q)
+        else:
+            like = f"%{q}%"
+            conds.append(or_(Case.description.like(like), Case.address.like(like)))
     return conds
+
+
+#: A case number: date (8 digits) + daily sequence (5 digits).
+CASE_NUMBER = re.compile(r"\d{13}")
 
 
 def list_cases(

@@ -30,7 +30,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import h3
-from sqlalchemy import and_, create_engine, func, or_, select
+from sqlalchemy import and_, create_engine, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -1314,8 +1314,9 @@ def visible_cases_filter(principal: Principal) -> Any:
     if principal.scope_unit_only:
         if principal.unit_id is None:
             return Case.id < 0
+        # EXISTS, not IN: the unit's case list is never materialised (millions of cases)
         conds.append(
-            Case.id.in_(select(CaseUnit.case_id).where(CaseUnit.unit_id == principal.unit_id))
+            exists().where(CaseUnit.case_id == Case.id, CaseUnit.unit_id == principal.unit_id)
         )
     else:
         conds.append(scope_filter(principal, Case.grid_code))
