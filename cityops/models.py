@@ -5,6 +5,7 @@ from cityops.cases import models as cases_models
 from cityops.core import audit
 from cityops.core.db import Base
 from cityops.evaluation import models as evaluation_models
+from cityops.evaluation import schedule_models as evaluation_schedule_models
 from cityops.flood import models as flood_models
 from cityops.geo import models as geo_models
 from cityops.monitoring import models as monitoring_models
@@ -17,6 +18,7 @@ __all__ = [
     "audit",
     "cases_models",
     "evaluation_models",
+    "evaluation_schedule_models",
     "flood_models",
     "geo_models",
     "monitoring_models",

@@ -23,7 +23,8 @@ from cityops.core.errors import DomainError
 from cityops.evaluation import rollup
 from cityops.evaluation import service as ev
 from cityops.evaluation.models import EvalDailyCount
-from cityops.geo.models import Unit
+from cityops.evaluation.schedule_models import EvalMonthlyCount
+from cityops.geo.models import Unit, grid_inspectors
 from tests.factories import (
     grid_of_inspector,
     handler_of,
@@ -223,15 +224,18 @@ def test_crafted_day_every_indicator_by_hand(city, store) -> None:
             "应核查数": 5,  # A, B (fail), B, C, D
             "按时核查数": 4,  # B's failed 核查 came 80 min after the 处置反馈
             "自行处置数": 1,
+            "网格立案数": 7,  # A B C D E F G were filed in the inspector's grid
+            "漏报数": 1,  # G: first reported by the public
         }
         assert i["rates"] == {
             "有效上报率": 85.71,
-            "漏报率": 0.0,
+            "漏报率": 14.29,
             "按时核实率": 100.0,
             "按时核查率": 80.0,
         }
-        # 85.714 × 0.4 + 100 × 0.2 + 100 × 0.2 + 80 × 0.2 = 90.29
-        assert i["composite"] == 90.29 and i["grade"] == "A"
+        # 85.714 × 0.4 + (100 − 14.286) × 0.2 + 100 × 0.2 + 80 × 0.2
+        # = 34.286 + 17.143 + 20 + 16 = 87.43
+        assert i["composite"] == 87.43 and i["grade"] == "B"
 
         # drill-down: the exact cases behind figures
         def dd(entity: str, key: str, fig: str) -> dict[int, int]:
@@ -297,17 +301,8 @@ def test_ranking_and_weights(city, store) -> None:
 
 
 def _put(s, metric: str, n: int, grid: str = "341602001001001", unit: int = 9) -> None:  # type: ignore[no-untyped-def]
-    s.add(
-        EvalDailyCount(
-            day=date(2026, 10, 15),
-            unit_id=unit,
-            grid_code=grid,
-            category_id=1,
-            user_id=0,
-            metric=metric,
-            count=n,
-        )
-    )
+    # through the rollup writer: both levels (daily and monthly) get the counter
+    rollup.upsert_sums(s, {(date(2026, 10, 15), unit, grid, 1, 0, metric): n})
 
 
 def test_the_real_monthly_report_figures(db) -> None:
@@ -333,6 +328,15 @@ def test_the_real_monthly_report_figures(db) -> None:
 
 
 # --------------------------------------------------------------------------- property
+
+
+def _monthly_counts(s) -> dict[tuple[Any, ...], int]:  # type: ignore[no-untyped-def]
+    return {
+        (r.month, r.metric, r.unit_id, r.grid_code, r.user_id): r.count
+        for r in s.scalars(select(EvalMonthlyCount))
+        if r.count
+    }
+
 
 USERS = ["operator1", "shift1", "dispatcher1", "leader1", "inspector1", "inspector2", "handler1"]
 
@@ -373,11 +377,37 @@ def _brute(s, period: ev.Period) -> dict[tuple[str, str, int | str], int]:  # ty
     def inside(t: datetime | None) -> bool:
         return t is not None and period.start <= rollup.local_day(t) < period.end
 
+    members: dict[int, list[int]] = defaultdict(list)
+    for g, u in s.execute(select(grid_inspectors.c.grid_id, grid_inspectors.c.user_id)):
+        members[g].append(u)
     for cid, es in by_case.items():
         c = cases[cid]
         dispatch: CaseEvent | None = None
         filed: datetime | None = None
         for e in es:
+            # positions (acts of the system count for nobody)
+            if e.actor_id and inside(e.at):
+                for action, entity, fig in (
+                    ("accept", "operator", "受理数"),
+                    ("file", "shift_leader", "立案数"),
+                    ("close", "shift_leader", "结案数"),
+                    ("dispatch", "dispatcher", "派遣数"),
+                ):
+                    if e.action == action:
+                        out[(entity, fig, e.actor_id)] += 1
+            if (
+                e.action == "decide_return"
+                and (e.data or {}).get("approve")
+                and dispatch is not None
+                and dispatch.actor_id
+                and inside(dispatch.at)
+            ):
+                out[("dispatcher", "派遣返工数", dispatch.actor_id)] += 1
+            if e.action in ("file", "self_handle") and inside(e.at) and c.grid_id:
+                for uid in members[c.grid_id]:
+                    out[("inspector", "网格立案数", uid)] += 1
+                    if not (c.source in ("inspector", "self") and c.reporter_user_id == uid):
+                        out[("inspector", "漏报数", uid)] += 1
             if e.action == "dispatch":
                 dispatch = e
                 if inside(e.at):
@@ -400,7 +430,7 @@ def _brute(s, period: ev.Period) -> dict[tuple[str, str, int | str], int]:  # ty
 
 
 @settings(
-    max_examples=40,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -459,8 +489,10 @@ def test_incremental_rollups_equal_rebuild_and_brute_force(
             incremental = ev.all_counts(s)
             for m in sorted({k[5] for k in incremental}):
                 event(f"metric {m}")
+            incremental_months = _monthly_counts(s)
             rollup.rebuild(s)
             assert ev.all_counts(s) == incremental
+            assert _monthly_counts(s) == incremental_months
             # random periods: the rollup figures equal a brute-force count from the events
             d0 = date(2026, 11, 16) + timedelta(days=data.draw(st.integers(0, 6)))
             period = ev.Period(d0, d0 + timedelta(days=data.draw(st.integers(1, 20))))
@@ -478,13 +510,34 @@ def test_incremental_rollups_equal_rebuild_and_brute_force(
             for uname in ("inspector1", "inspector2"):
                 uid = principal(s, uname).user_id
                 f = ev.indicators(s, "inspector", str(uid), period)["counts"]
-                for fig in ("应核查数", "上报数"):
+                for fig in ("应核查数", "上报数", "网格立案数", "漏报数"):
                     assert f[fig] == brute.get(("inspector", fig, uid), 0), (uname, fig)
+            for uname in USERS:
+                uid = principal(s, uname).user_id
+                for entity, figs in (
+                    ("operator", ("受理数",)),
+                    ("shift_leader", ("立案数", "结案数")),
+                    ("dispatcher", ("派遣数", "派遣返工数")),
+                ):
+                    f = ev.indicators(s, entity, str(uid), period)["counts"]
+                    for fig in figs:
+                        assert f[fig] == brute.get((entity, fig, uid), 0), (uname, entity, fig)
+            # the monthly level is the daily one summed per month (region grids kept)
+            months: dict[tuple[Any, ...], int] = defaultdict(int)
+            for (day, unit, grid, _cat, user, metric), n in ev.all_counts(s).items():
+                g = grid if metric.startswith("r_") else ""
+                months[(day.replace(day=1), metric, unit, g, user)] += n
+            assert {k: v for k, v in months.items() if v} == _monthly_counts(s)
             # every figure equals its drill-down total (the history replayed per entity)
             for uid in units:
                 ind = ev.indicators(s, "unit", str(uid), period)["counts"]
                 for fig in ev.FIGURES["unit"]:
                     assert ev.drilldown(s, "unit", str(uid), fig, period)["total"] == ind[fig]
+            for entity, uname in (("dispatcher", "dispatcher1"), ("shift_leader", "shift1")):
+                uid = principal(s, uname).user_id
+                ind = ev.indicators(s, entity, str(uid), period)["counts"]
+                for fig in ev.FIGURES[entity]:
+                    assert ev.drilldown(s, entity, str(uid), fig, period)["total"] == ind[fig]
     finally:
         gen.close()
 

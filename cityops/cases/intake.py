@@ -768,7 +768,7 @@ def _facts(
         cases = {p.case["id"]: SimpleNamespace(**p.case) for p in items}
         evs = [SimpleNamespace(id=i, **e) for i, e in enumerate(events, 1)]
         return list(
-            rollup._replay_chunk(
+            rollup.replay_rows(
                 session, cases, evs, rollup.Deadlines(session), cfg.grid_inspectors(session)
             )
         )

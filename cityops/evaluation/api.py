@@ -34,7 +34,9 @@ def _key(principal: Principal, entity: str, id_or_code: str) -> str:
 def indicators(
     principal: ViewerDep,
     session: SessionDep,
-    entity: Annotated[str, Query(pattern="^(unit|region|inspector)$")],
+    entity: Annotated[
+        str, Query(pattern="^(unit|region|inspector|operator|shift_leader|dispatcher)$")
+    ],
     id_or_code: str,
     start: date | None = None,
     end: date | None = None,
@@ -51,12 +53,16 @@ def indicators(
 def rankings(
     principal: ViewerDep,
     session: SessionDep,
-    entity: Annotated[str, Query(pattern="^(unit|street|community)$")] = "unit",
+    entity: Annotated[
+        str,
+        Query(pattern="^(unit|street|community|inspector|operator|shift_leader|dispatcher)$"),
+    ] = "unit",
     period: str | None = None,
     top: Annotated[int, Query(ge=1, le=100)] = 5,
 ) -> dict[str, Any]:
-    """All units (or streets / communities) by composite value, with the change against the
-    previous period and the 红黑榜 (``red`` best ``top``, ``black`` worst ``top``)."""
+    """All units (or streets / communities, or the people of a position: inspector 监督员,
+    operator 受理员, shift_leader 值班长, dispatcher 派遣员) by composite value, with the change
+    against the previous period and the 红黑榜 (``red`` best ``top``, ``black`` worst ``top``)."""
     p = service.parse_period(period or date.today().strftime("%Y-%m"))
     return service.ranking(session, entity, p, top=top, scope_prefix=principal.scope_region_code)
 
@@ -66,7 +72,9 @@ def drilldown(
     principal: ViewerDep,
     session: SessionDep,
     metric: str,
-    entity: Annotated[str, Query(pattern="^(unit|region|inspector)$")],
+    entity: Annotated[
+        str, Query(pattern="^(unit|region|inspector|operator|shift_leader|dispatcher)$")
+    ],
     id_or_code: str,
     start: date | None = None,
     end: date | None = None,

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel
 
 from cityops.core.errors import Forbidden
-from cityops.core.security import Principal, SessionDep, require_roles
+from cityops.core.security import AdminDep, Principal, SessionDep, require_roles
 from cityops.evaluation import reports
 
 router = APIRouter(prefix="/api/v1/evaluation/reports", tags=["evaluation"])
@@ -67,3 +67,29 @@ def download_xlsx(kind: str, period: str, principal: ReporterDep) -> FileRespons
 def download_html(kind: str, period: str, principal: ReporterDep) -> FileResponse:
     path = reports.report_path(kind, period, "html")
     return FileResponse(path, media_type="text/html; charset=utf-8")
+
+
+class ScheduleIn(BaseModel):
+    """Local times (HH:MM, Asia/Shanghai) of the scheduled reports; null turns a kind off."""
+
+    morning: str | None = None
+    weekly: str | None = None
+    monthly: str | None = None
+
+
+@router.get("/schedule")
+def get_schedule(principal: ReporterDep, session: SessionDep) -> dict[str, Any]:
+    """When the scheduled 晨报 (daily, for yesterday), 周报 (Mondays, last week) and 月报
+    (the 1st, last month) are generated."""
+    from cityops.evaluation import jobs
+
+    return {"schedule": jobs.get_schedule(session), "defaults": jobs.DEFAULT_SCHEDULE}
+
+
+@router.put("/schedule")
+def put_schedule(body: ScheduleIn, principal: AdminDep, session: SessionDep) -> dict[str, Any]:
+    """Change the report times (admin); only the kinds given are changed."""
+    from cityops.evaluation import jobs
+
+    schedule = jobs.set_schedule(session, body.model_dump(exclude_unset=True))
+    return {"schedule": schedule, "defaults": jobs.DEFAULT_SCHEDULE}

@@ -49,28 +49,59 @@ Inspectors (``user_id``):
   its actor; on time when done by the 核查 deadline (limit from the 处置反馈).
 * ``i_self_handled`` 自行处置数 (also counted in i_reported, i_valid, r_filed, r_closed).
 
-Tasks not yet done are not counted (a 核实 still open is not 应核实 yet); 漏报 is not tracked.
+Positions (岗位, ``user_id`` = the person; day = the day of their act unless said otherwise;
+acts of the system — automatic 受理/立案/派遣 — count for nobody):
+
+* 监督员 漏报: ``i_grid_filed`` 网格立案数 +1 for every inspector of the case's grid (active
+  members of ``grid_inspectors``) per ``file``/``self_handle``; ``i_missed`` 漏报数 +1 when the
+  case was not reported by that inspector (a 公众举报, a video alarm, another inspector …).
+  Grid membership is read when the counter is written (a rebuild reads today's membership).
+* 受理员: ``o_accepted`` 受理数 +1 per ``accept``; ``o_verify_sent`` 核实派发数 +1 per ``accept``
+  that sends a 核实 task (公众举报/12345/视频), ``o_verify_sent_on_time`` when that 受理 was
+  within the 受理 time limit counted from the report; ``o_check_sent`` 核查派发数 +1 per
+  ``handle`` (the 核查 task goes out at the unit's 处置反馈; credited to the case's 受理员,
+  on the day of the 处置反馈), ``o_check_sent_on_time`` when the grid has an inspector to
+  take it at once.
+* 值班长: ``s_filed`` 立案数 / ``s_filed_on_time`` 按时立案数 (within the 立案 limit from the
+  moment the case became fileable: 核实 or 受理); ``s_voided`` 作废数: a case this person filed
+  was then voided or merged (from 待派遣), on the 立案 day; ``s_closed`` 结案数 /
+  ``s_closed_on_time`` 按时结案数 (within the 结案 limit from the passing 核查).
+* 派遣员: ``d_dispatched`` 派遣数 = 应派遣数 / ``d_dispatched_on_time`` 按时派遣数 (within the
+  派遣 limit from 立案 or from the approved 回退 that sent the case back to 待派遣);
+  ``d_returned`` 派遣返工数: the unit's 回退 of that dispatch was approved (a wrong unit), on
+  the dispatch day — 准确派遣率 = (应派遣数 − 派遣返工数) / 应派遣数.
+
+Tasks not yet done are not counted (a 核实 still open is not 应核实 yet).
+A ``reopen`` (重新核查, e.g. after a third-party reviewer's 不满意) takes back the counters
+of the case being handled and closed (u_handled*, u_closed*, r_closed*, on their original
+days); the next passing 核查 and 结案 count them again. The acts themselves (i_check_*,
+s_closed*) stay counted.
 Cohort figures (anchored on the 派遣/立案/上报 day) keep growing while the cases of that day
-progress: a 结案 in December adds to the November 立案 cohort. ``accept``, ``reject``,
+progress: a 结案 in December adds to the November 立案 cohort. ``reject``,
 ``sign``, ``request_*``, ``supervise``, ``merged_in``, ``repeat``, ``split``, ``near_due``,
 ``overdue`` and ``escalate`` events move no counter. Rows written outside the ORM (bulk
 simulation or import loaders) bypass the listener: run :func:`rebuild` after them.
+
+Every counter is also summed per month in ``eval_monthly_counts``
+(:mod:`cityops.evaluation.schedule_models`), in the same statement batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, event, select
+from sqlalchemy import case as sql_case
+from sqlalchemy import delete, event, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from cityops.cases.models import ApprovalRequest, Case, CaseEvent
+from cityops.cases.models import NEEDS_VERIFY, ApprovalRequest, Case, CaseEvent
 from cityops.evaluation.models import EvalDailyCount
+from cityops.evaluation.schedule_models import EvalMonthlyCount
 
 #: Local time of the days (the working-time clock's zone).
 TZ = ZoneInfo("Asia/Shanghai")
@@ -102,17 +133,33 @@ METRICS: dict[str, str] = {
     "i_check_due": "应核查数",
     "i_check_on_time": "按时核查数",
     "i_self_handled": "自行处置数",
+    "i_grid_filed": "网格立案数",
+    "i_missed": "漏报数",
+    "o_accepted": "受理数",
+    "o_verify_sent": "核实派发数",
+    "o_verify_sent_on_time": "核实按时派发数",
+    "o_check_sent": "核查派发数",
+    "o_check_sent_on_time": "核查按时派发数",
+    "s_filed": "立案数",
+    "s_filed_on_time": "按时立案数",
+    "s_voided": "作废数",
+    "s_closed": "结案数",
+    "s_closed_on_time": "按时结案数",
+    "d_dispatched": "派遣数",
+    "d_dispatched_on_time": "按时派遣数",
+    "d_returned": "派遣返工数",
 }
 
 Key = tuple[date, int, str, int, int, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Ctx:
     """What the metrics of one event need to know about its case at that moment."""
 
     source: str
     grid_code: str
+    grid_id: int | None
     category_id: int
     urgency: str
     reporter_user_id: int | None
@@ -124,9 +171,20 @@ class Ctx:
     lead_unit_id: int | None
     #: Final handle deadline of the case: only read on the passing 核查 (after it, it never moves).
     handle_deadline: datetime | None
+    verified_at: datetime | None = None
+    checked_at: datetime | None = None
+    #: Who did the case's current 受理 / 立案 / 派遣 (None: the system or nobody yet).
+    accepted_by: int | None = None
+    filed_by: int | None = None
+    dispatched_by: int | None = None
+    #: When the case last entered 待派遣 (立案, or an approved 回退).
+    dispatch_stage_at: datetime | None = None
+    #: The "case is handled and closed" counters of its last passing 核查 and 结案, taken
+    #: back when a 重新核查 (reopen) sends the closed case back to 核查.
+    undo: tuple[Fact, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Fact:
     case_id: int
     metric: str
@@ -146,24 +204,86 @@ def local_day(t: datetime) -> date:
     return t.astimezone(TZ).date()
 
 
-def _stage_deadline(session: Session, ctx: Ctx, stage: str, start: datetime | None) -> datetime:
-    if start is None:
-        return datetime.max.replace(tzinfo=TZ)
-    from cityops.worktime import service as wt  # (imports cityops.models: not at import time)
+_FAR = datetime.max.replace(tzinfo=TZ)
 
-    lim = wt.resolve_limit(session, stage, ctx.category_id, ctx.urgency).limit
-    due = wt.get_clock(session).deadline(start, lim).due_at
-    return due if due is not None else datetime.max.replace(tzinfo=TZ)
+
+class Deadlines:
+    """Stage deadlines on the working-time clock (limits cached per stage/category/urgency)."""
+
+    def __init__(self, session: Session) -> None:
+        from cityops.worktime import service as wt  # (imports cityops.models: not at import)
+
+        self.session = session
+        self.wt = wt
+        self.limits: dict[tuple[str, int, str], Any] = {}
+
+    def due(self, ctx: Ctx, stage: str, start: datetime | None) -> datetime:
+        if start is None:
+            return _FAR
+        k = (stage, ctx.category_id, ctx.urgency)
+        lim = self.limits.get(k)
+        if lim is None:
+            lim = self.limits[k] = self.wt.resolve_limit(
+                self.session, stage, ctx.category_id, ctx.urgency
+            ).limit
+        due = self.wt.get_clock(self.session).deadline(start, lim).due_at
+        return due if due is not None else _FAR
+
+
+GridInspectors = Callable[[int | None], tuple[int, ...]]
+
+
+def _grid_inspectors_query(session: Session) -> GridInspectors:
+    from cityops.access.models import User
+    from cityops.geo.models import grid_inspectors as gi
+
+    def of(grid_id: int | None) -> tuple[int, ...]:
+        if grid_id is None:
+            return ()
+        q = (
+            select(gi.c.user_id)
+            .join(User, User.id == gi.c.user_id)
+            .where(gi.c.grid_id == grid_id, User.active.is_(True))
+            .order_by(gi.c.user_id)
+        )
+        return tuple(session.scalars(q))
+
+    return of
+
+
+def _grid_inspectors_all(session: Session) -> GridInspectors:
+    from cityops.access.models import User
+    from cityops.geo.models import grid_inspectors as gi
+
+    m: dict[int, list[int]] = {}
+    q = (
+        select(gi.c.grid_id, gi.c.user_id)
+        .join(User, User.id == gi.c.user_id)
+        .where(User.active.is_(True))
+        .order_by(gi.c.grid_id, gi.c.user_id)
+    )
+    for g, u in session.execute(q):
+        m.setdefault(g, []).append(u)
+    frozen = {g: tuple(us) for g, us in m.items()}
+    return lambda grid_id: frozen.get(grid_id, ()) if grid_id is not None else ()
 
 
 def facts_of(
-    session: Session, ev: CaseEvent, ctx: Ctx, return_unit: int | None = None
+    session: Session,
+    ev: Any,
+    ctx: Ctx,
+    return_unit: int | None = None,
+    deadlines: Deadlines | None = None,
+    inspectors_of: GridInspectors | None = None,
 ) -> list[Fact]:
-    """The counters one event moves (see the module docstring)."""
+    """The counters one event moves (see the module docstring).
+
+    ``ev`` is a :class:`CaseEvent` or a row with the same attributes."""
     out: list[Fact] = []
     cid = ev.case_id
     a = ev.action
     data = ev.data or {}
+    dl = deadlines or Deadlines(session)
 
     def add(
         metric: str, at: datetime | None, unit: int | None = None, user: int | None = None
@@ -177,8 +297,17 @@ def facts_of(
             )
         )
 
+    def person(metric: str, at: datetime | None, user: int | None) -> None:
+        if user:  # acts of the system count for nobody
+            add(metric, at, user=user)
+
     lead = ctx.lead_unit_id
     insp = ctx.source in INSPECTOR_SOURCES
+    if a in ("file", "self_handle"):
+        for uid in (inspectors_of or _grid_inspectors_query(session))(ctx.grid_id):
+            add("i_grid_filed", ev.at, user=uid)
+            if not (insp and ctx.reporter_user_id == uid):
+                add("i_missed", ev.at, user=uid)
     if a == "report":
         if insp:
             add("i_reported", ev.at, user=ev.actor_id)
@@ -188,21 +317,42 @@ def facts_of(
         add("r_closed_on_time", ev.at)
         add("i_valid", ctx.reported_at, user=ctx.reporter_user_id)
         add("i_self_handled", ev.at, user=ctx.reporter_user_id)
+    elif a == "accept":
+        if ev.actor_id:
+            person("o_accepted", ev.at, ev.actor_id)
+            if ctx.source in NEEDS_VERIFY:
+                person("o_verify_sent", ev.at, ev.actor_id)
+                if ev.at <= dl.due(ctx, "accept", ctx.reported_at):
+                    person("o_verify_sent_on_time", ev.at, ev.actor_id)
     elif a == "file":
         add("r_filed", ev.at)
         if insp:
             add("i_valid", ctx.reported_at, user=ctx.reporter_user_id)
+        if ev.actor_id:
+            person("s_filed", ev.at, ev.actor_id)
+            start = ctx.verified_at or ctx.accepted_at
+            if ev.at <= dl.due(ctx, "file", start):
+                person("s_filed_on_time", ev.at, ev.actor_id)
     elif a == "verify":
         add("i_verify_due", ev.at, user=ev.actor_id)
-        if ev.at <= _stage_deadline(session, ctx, "verify", ctx.accepted_at):
+        if ev.at <= dl.due(ctx, "verify", ctx.accepted_at):
             add("i_verify_on_time", ev.at, user=ev.actor_id)
         if data.get("confirmed") and ctx.source in PUBLIC_SOURCES:
             add("r_public_ok", ev.at)
     elif a == "dispatch":
         add("u_dispatched", ev.at, unit=ev.unit_id)
+        if ev.actor_id:
+            person("d_dispatched", ev.at, ev.actor_id)
+            if ev.at <= dl.due(ctx, "dispatch", ctx.dispatch_stage_at):
+                person("d_dispatched_on_time", ev.at, ev.actor_id)
+    elif a == "handle":
+        if ctx.accepted_by:
+            person("o_check_sent", ev.at, ctx.accepted_by)
+            if (inspectors_of or _grid_inspectors_query(session))(ctx.grid_id):
+                person("o_check_sent_on_time", ev.at, ctx.accepted_by)
     elif a in ("check", "rework"):
         add("i_check_due", ev.at, user=ev.actor_id)
-        if ev.at <= _stage_deadline(session, ctx, "check", ctx.handled_at):
+        if ev.at <= dl.due(ctx, "check", ctx.handled_at):
             add("i_check_on_time", ev.at, user=ev.actor_id)
         if a == "rework":
             add("u_rework", ctx.dispatched_at, unit=lead)
@@ -220,9 +370,14 @@ def facts_of(
         if data.get("close_type") == "正常":
             add("u_closed_on_time", ctx.dispatched_at, unit=lead)
             add("r_closed_on_time", ctx.filed_at)
+        if ev.actor_id:
+            person("s_closed", ev.at, ev.actor_id)
+            if ev.at <= dl.due(ctx, "close", ctx.checked_at):
+                person("s_closed_on_time", ev.at, ev.actor_id)
     elif a in ("decide_return", "decide_extend", "decide_park") and data.get("approve"):
         if a == "decide_return":
             add("u_returned", ctx.dispatched_at, unit=return_unit)
+            person("d_returned", ctx.dispatched_at, ctx.dispatched_by)
         elif a == "decide_extend":
             add("u_extended", ctx.dispatched_at, unit=lead)
         else:
@@ -233,13 +388,54 @@ def facts_of(
         add("r_parked", ctx.filed_at)
     elif a in ("void", "merge") and ev.from_stage == "dispatch":
         add("r_dropped", ctx.filed_at)
+        person("s_voided", ctx.filed_at, ctx.filed_by)
+    elif a == "reopen":
+        out.extend(replace(f, n=-f.n) for f in ctx.undo)
     return out
 
 
-def _ctx_of_case(c: Case) -> Ctx:
-    return Ctx(
+#: Counters of a closed case that a reopen takes back (the 结案 and the accepted handling).
+_UNDONE = frozenset(
+    {
+        "u_handled",
+        "u_handled_on_time",
+        "u_handled_late",
+        "u_closed",
+        "u_closed_on_time",
+        "r_closed",
+        "r_closed_on_time",
+    }
+)
+
+
+#: Actions whose facts need who did the case's earlier 受理/立案/派遣 (listener: one query).
+_NEEDS_HISTORY = frozenset({"handle", "dispatch", "decide_return", "void", "merge"})
+
+
+def _undo_of(session: Session, case_id: int, before_id: int) -> tuple[Fact, ...]:
+    """What a reopen takes back: the case's history before it replayed (listener side)."""
+    cases = {r.id: r for r in session.execute(select(*_CASE_COLS).where(Case.id == case_id))}
+    evs = session.execute(
+        select(*_EVENT_COLS)
+        .where(CaseEvent.case_id == case_id, CaseEvent.id < before_id)
+        .order_by(CaseEvent.id)
+    )
+    last: list[Ctx] = []
+    for _ in replay_rows(
+        session, cases, evs, Deadlines(session), _grid_inspectors_query(session), last
+    ):
+        pass
+    return last[0].undo if last else ()
+
+
+_HISTORY_ACTIONS = ("accept", "file", "dispatch", "decide_return")
+
+
+def _ctx_of_case(session: Session, c: Case, ev: CaseEvent) -> Ctx:
+    ctx = Ctx(
         source=c.source,
         grid_code=c.grid_code or "",
+        grid_id=c.grid_id,
         category_id=c.category_id,
         urgency=c.urgency,
         reporter_user_id=c.reporter_user_id,
@@ -250,7 +446,35 @@ def _ctx_of_case(c: Case) -> Ctx:
         handled_at=c.handled_at,
         lead_unit_id=c.lead_unit_id,
         handle_deadline=c.handle_deadline,
+        verified_at=c.verified_at,
+        checked_at=c.checked_at,
     )
+    if ev.action not in _NEEDS_HISTORY:
+        return ctx
+    q = (
+        select(CaseEvent.action, CaseEvent.at, CaseEvent.actor_id, CaseEvent.data)
+        .where(
+            CaseEvent.case_id == c.id,
+            CaseEvent.id < ev.id,
+            CaseEvent.action.in_(_HISTORY_ACTIONS),
+        )
+        .order_by(CaseEvent.id)
+    )
+    for action, at, actor, data in session.execute(q):
+        _advance_history(ctx, action, at, actor, data)
+    return ctx
+
+
+def _advance_history(ctx: Ctx, action: str, at: datetime, actor: int | None, data: Any) -> None:
+    """Set the who/when fields of ``ctx`` after one earlier event (listener and replay)."""
+    if action == "accept":
+        ctx.accepted_by = actor
+    elif action == "file":
+        ctx.filed_by, ctx.dispatch_stage_at = actor, at
+    elif action == "dispatch":
+        ctx.dispatched_by = actor
+    elif action == "decide_return" and (data or {}).get("approve"):
+        ctx.dispatch_stage_at = at
 
 
 def _return_unit(session: Session, ev: CaseEvent) -> int | None:
@@ -263,43 +487,68 @@ def _return_unit(session: Session, ev: CaseEvent) -> int | None:
 # --------------------------------------------------------------------------- upsert
 
 
-_STMTS: dict[str, Any] = {}
+_STMTS: dict[tuple[str, str], Any] = {}
 
 
-def _upsert_stmt(dialect: str) -> Any:
-    stmt = _STMTS.get(dialect)
+def _upsert_stmt(dialect: str, table: str) -> Any:
+    stmt = _STMTS.get((dialect, table))
     if stmt is None:
-        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvalDailyCount)
-        stmt = _STMTS[dialect] = ins.on_conflict_do_update(
-            index_elements=["day", "unit_id", "grid_code", "category_id", "user_id", "metric"],
-            set_={"count": EvalDailyCount.count + ins.excluded.count},
+        model: Any = EvalDailyCount if table == "daily" else EvalMonthlyCount
+        keys = (
+            ["day", "unit_id", "grid_code", "category_id", "user_id", "metric"]
+            if table == "daily"
+            else ["month", "metric", "unit_id", "grid_code", "user_id"]
+        )
+        ins: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+        stmt = _STMTS[(dialect, table)] = ins.on_conflict_do_update(
+            index_elements=keys, set_={"count": model.count + ins.excluded.count}
         )
     return stmt
 
 
-def upsert(session: Session, facts: Iterable[Fact]) -> int:
-    """Add the facts to the counters (one statement, insert … on conflict add)."""
-    sums: dict[Key, int] = {}
-    for f in facts:
-        sums[f.key] = sums.get(f.key, 0) + f.n
+def month_of(d: date) -> date:
+    return d.replace(day=1)
+
+
+def upsert_sums(session: Session, sums: dict[Key, int]) -> int:
+    """Add summed counters to both levels (daily and monthly)."""
     if not sums:
         return 0
     conn = session.connection()
-    stmt = _upsert_stmt(conn.dialect.name)
-    rows = [
-        {
-            "day": k[0],
-            "unit_id": k[1],
-            "grid_code": k[2],
-            "category_id": k[3],
-            "user_id": k[4],
-            "metric": k[5],
-            "count": n,
-        }
-        for k, n in sorted(sums.items())  # one lock order: no deadlock between writers
+    dialect = conn.dialect.name
+    monthly: dict[tuple[date, str, int, str, int], int] = {}
+    rows = []
+    for k, n in sorted(sums.items()):  # one lock order: no deadlock between writers
+        day, unit, grid, cat, user, metric = k
+        rows.append(
+            {
+                "day": day,
+                "unit_id": unit,
+                "grid_code": grid,
+                "category_id": cat,
+                "user_id": user,
+                "metric": metric,
+                "count": n,
+            }
+        )
+        mk = (month_of(day), metric, unit, grid if metric.startswith("r_") else "", user)
+        monthly[mk] = monthly.get(mk, 0) + n
+    conn.execute(_upsert_stmt(dialect, "daily"), rows)
+    mrows = [
+        {"month": k[0], "metric": k[1], "unit_id": k[2], "grid_code": k[3], "user_id": k[4]}
+        | {"count": n}
+        for k, n in sorted(monthly.items())
     ]
-    conn.execute(stmt, rows)
+    conn.execute(_upsert_stmt(dialect, "monthly"), mrows)
     return len(rows)
+
+
+def upsert(session: Session, facts: Iterable[Fact]) -> int:
+    """Add the facts to the counters (insert … on conflict add, daily and monthly)."""
+    sums: dict[Key, int] = {}
+    for f in facts:
+        sums[f.key] = sums.get(f.key, 0) + f.n
+    return upsert_sums(session, sums)
 
 
 def _after_flush(session: Session, flush_context: Any) -> None:
@@ -307,11 +556,15 @@ def _after_flush(session: Session, flush_context: Any) -> None:
     if not new_events:
         return
     facts: list[Fact] = []
+    dl = Deadlines(session)
     for ev in sorted(new_events, key=lambda e: e.id or 0):
         case = session.get(Case, ev.case_id)
         if case is None:
             continue
-        facts.extend(facts_of(session, ev, _ctx_of_case(case), _return_unit(session, ev)))
+        ctx = _ctx_of_case(session, case, ev)
+        if ev.action == "reopen":
+            ctx.undo = _undo_of(session, case.id, ev.id)
+        facts.extend(facts_of(session, ev, ctx, _return_unit(session, ev), dl))
     upsert(session, facts)
 
 
@@ -339,24 +592,44 @@ def installed() -> bool:
 
 # --------------------------------------------------------------------------- replay
 
+_CASE_COLS = (
+    Case.id,
+    Case.source,
+    Case.grid_code,
+    Case.grid_id,
+    Case.category_id,
+    Case.urgency,
+    Case.reporter_user_id,
+    Case.reported_at,
+    Case.handle_deadline,
+)
+_EVENT_COLS = (
+    CaseEvent.case_id,
+    CaseEvent.id,
+    CaseEvent.action,
+    CaseEvent.at,
+    CaseEvent.actor_id,
+    CaseEvent.unit_id,
+    CaseEvent.from_stage,
+    CaseEvent.data,
+)
+_CHUNK = 20_000
 
-def replay(session: Session, case_ids: Iterable[int] | None = None) -> Iterator[Fact]:
-    """All facts of the cases' history, re-derived from case_events in order."""
-    q = select(Case).order_by(Case.id)
-    if case_ids is not None:
-        ids = list(case_ids)
-        if not ids:
-            return
-        q = q.where(Case.id.in_(ids))
-    cases = {c.id: c for c in session.scalars(q)}
-    if not cases:
-        return
-    eq = select(CaseEvent).order_by(CaseEvent.case_id, CaseEvent.id)
-    if case_ids is not None:
-        eq = eq.where(CaseEvent.case_id.in_(list(cases)))
+
+def replay_rows(
+    session: Session,
+    cases: dict[int, Any],
+    events: Iterable[Any],
+    dl: Deadlines,
+    inspectors_of: GridInspectors,
+    last: list[Ctx] | None = None,
+) -> Iterator[Fact]:
+    """The rollup facts of ``events`` (ordered by case, then time) of the given cases: what
+    the listener counts, for rows written without the ORM (rebuild, the intake writer)."""
     current: int | None = None
     ctx: Ctx | None = None
-    for ev in session.scalars(eq):
+    handled: tuple[Fact, ...] = ()
+    for ev in events:
         case = cases.get(ev.case_id)
         if case is None:
             continue
@@ -365,6 +638,7 @@ def replay(session: Session, case_ids: Iterable[int] | None = None) -> Iterator[
             ctx = Ctx(
                 source=case.source,
                 grid_code=case.grid_code or "",
+                grid_id=case.grid_id,
                 category_id=case.category_id,
                 urgency=case.urgency,
                 reporter_user_id=case.reporter_user_id,
@@ -376,23 +650,107 @@ def replay(session: Session, case_ids: Iterable[int] | None = None) -> Iterator[
                 lead_unit_id=None,
                 handle_deadline=case.handle_deadline,
             )
+            if last is not None:
+                last[:] = [ctx]
+            handled = ()
         assert ctx is not None
         a = ev.action
         # the state the case is in right after this event (what the listener sees)
         if a == "accept":
-            ctx = replace(ctx, accepted_at=ev.at)
+            ctx.accepted_at = ev.at
         elif a == "file":
-            ctx = replace(ctx, filed_at=ev.at)
+            ctx.filed_at = ev.at
         elif a == "self_handle":
-            ctx = replace(ctx, accepted_at=ev.at, filed_at=ev.at, handled_at=ev.at)
+            ctx.accepted_at = ctx.filed_at = ctx.handled_at = ctx.checked_at = ev.at
         elif a == "dispatch":
-            ctx = replace(ctx, dispatched_at=ev.at, lead_unit_id=ev.unit_id)
+            ctx.dispatched_at, ctx.lead_unit_id = ev.at, ev.unit_id
         elif a == "handle":
-            ctx = replace(ctx, handled_at=ev.at)
-        ret = _return_unit(session, ev)
-        yield from facts_of(session, ev, ctx, ret)
-        if a == "decide_return" and (ev.data or {}).get("approve"):
-            ctx = replace(ctx, lead_unit_id=None)
+            ctx.handled_at = ev.at
+        elif a == "verify":
+            ctx.verified_at = ev.at
+        elif a == "check":
+            ctx.checked_at = ev.at
+        approved_return = a == "decide_return" and (ev.data or {}).get("approve")
+        ret = ctx.lead_unit_id if approved_return else None
+        facts = facts_of(session, ev, ctx, ret, dl, inspectors_of)
+        yield from facts
+        if a == "check":
+            handled = tuple(f for f in facts if f.metric in _UNDONE)
+        elif a in ("close", "self_handle"):
+            ctx.undo = handled + tuple(f for f in facts if f.metric in _UNDONE)
+        elif a == "reopen":
+            ctx.undo = handled = ()
+        if a in _HISTORY_ACTIONS:
+            _advance_history(ctx, a, ev.at, ev.actor_id, ev.data)
+        if approved_return:
+            ctx.lead_unit_id = None
+
+
+def replay(session: Session, case_ids: Iterable[int] | None = None) -> Iterator[Fact]:
+    """All facts of the cases' history, re-derived from case_events in order (streamed in
+    chunks of cases: memory stays flat for millions of cases)."""
+    dl = Deadlines(session)
+    inspectors_of = _grid_inspectors_all(session)
+    if case_ids is not None:
+        ids = sorted(set(case_ids))
+        for i in range(0, len(ids), _CHUNK):
+            part = ids[i : i + _CHUNK]
+            cases = {r.id: r for r in session.execute(select(*_CASE_COLS).where(Case.id.in_(part)))}
+            evs = session.execute(
+                select(*_EVENT_COLS)
+                .where(CaseEvent.case_id.in_(part))
+                .order_by(CaseEvent.case_id, CaseEvent.id)
+            )
+            yield from replay_rows(session, cases, evs, dl, inspectors_of)
+        return
+    lo = session.scalar(select(func.min(Case.id)))
+    hi = session.scalar(select(func.max(Case.id)))
+    if lo is None or hi is None:
+        return
+    for a in range(lo, hi + 1, _CHUNK):
+        b = a + _CHUNK
+        cases = {
+            r.id: r for r in session.execute(select(*_CASE_COLS).where(Case.id >= a, Case.id < b))
+        }
+        evs = session.execute(
+            select(*_EVENT_COLS)
+            .where(CaseEvent.case_id >= a, CaseEvent.case_id < b)
+            .order_by(CaseEvent.case_id, CaseEvent.id)
+        )
+        yield from replay_rows(session, cases, evs, dl, inspectors_of)
+
+
+def _month_expr(session: Session) -> Any:
+    if session.get_bind().dialect.name == "postgresql":
+        return func.cast(func.date_trunc("month", EvalDailyCount.day), EvalMonthlyCount.month.type)
+    return func.date(EvalDailyCount.day, "start of month")
+
+
+def rebuild_monthly(session: Session, since: date | None = None) -> None:
+    """Re-derive the monthly level from the daily one (all months, or from ``since``'s)."""
+    d = delete(EvalMonthlyCount)
+    if since is not None:
+        d = d.where(EvalMonthlyCount.month >= month_of(since))
+    session.execute(d)
+    month = _month_expr(session)
+    g = sql_case(
+        (func.substr(EvalDailyCount.metric, 1, 2) == "r_", EvalDailyCount.grid_code), else_=""
+    )
+    q = select(
+        month,
+        EvalDailyCount.metric,
+        EvalDailyCount.unit_id,
+        g,
+        EvalDailyCount.user_id,
+        func.sum(EvalDailyCount.count),
+    ).group_by(month, EvalDailyCount.metric, EvalDailyCount.unit_id, g, EvalDailyCount.user_id)
+    if since is not None:
+        q = q.where(EvalDailyCount.day >= month_of(since))
+    session.execute(
+        insert(EvalMonthlyCount).from_select(
+            ["month", "metric", "unit_id", "grid_code", "user_id", "count"], q
+        )
+    )
 
 
 def rebuild(session: Session, since: date | None = None) -> int:
@@ -400,7 +758,7 @@ def rebuild(session: Session, since: date | None = None) -> int:
 
     Every fact's day is on or before the day of the event behind it, so only cases with an
     event on or after ``since`` can add to days ≥ ``since``: those are replayed in full and
-    their facts of days ≥ ``since`` kept.
+    their facts of days ≥ ``since`` kept. The monthly level is then summed from the daily one.
     """
     d = delete(EvalDailyCount)
     if since is not None:
@@ -412,6 +770,25 @@ def rebuild(session: Session, since: date | None = None) -> int:
         ids = list(
             session.scalars(select(CaseEvent.case_id).where(CaseEvent.at >= start).distinct())
         )
-    facts = [f for f in replay(session, ids) if since is None or f.day >= since]
-    upsert(session, facts)
-    return len(facts)
+    sums: dict[Key, int] = {}
+    n = 0
+    conn = session.connection()
+    stmt = _upsert_stmt(conn.dialect.name, "daily")
+    for f in replay(session, ids):
+        if since is not None and f.day < since:
+            continue
+        n += 1
+        sums[f.key] = sums.get(f.key, 0) + f.n
+        if len(sums) >= 200_000:
+            _write_daily(conn, stmt, sums)
+            sums = {}
+    _write_daily(conn, stmt, sums)
+    rebuild_monthly(session, since)
+    return n
+
+
+def _write_daily(conn: Any, stmt: Any, sums: dict[Key, int]) -> None:
+    if not sums:
+        return
+    keys = ("day", "unit_id", "grid_code", "category_id", "user_id", "metric")
+    conn.execute(stmt, [dict(zip(keys, k, strict=True)) | {"count": n} for k, n in sums.items()])

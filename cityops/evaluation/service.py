@@ -13,12 +13,24 @@ Rates (GUIDE §6), in percent rounded to 2 decimals (``None`` when the denominat
   (units: 应结案数 = 应处置数 − 回退数 − 挂账数; regions: 应结案数 = 立案数 =
   立案 − 挂账 − 立案后作废/合并)
 * 监督举报率 = 监督举报核实数 / 立案数
-* 有效上报率 = 有效上报数 / 上报数; 按时核实率 = 按时核实数 / 应核实数; 按时核查率 = 按时核查数 /
-  应核查数; 漏报率 = 0 (not tracked yet).
+* 监督员 inspector: 有效上报率 = 有效上报数 / 上报数; 漏报率 = 漏报数 / 网格立案数 (cases filed in
+  the inspector's grids); 按时核实率 = 按时核实数 / 应核实数; 按时核查率 = 按时核查数 / 应核查数
+* 受理员 operator: 受理数 (→ 受理数分值 by ``accept_buckets``); 核实按时派发率 = 核实按时派发数 /
+  核实派发数; 核查按时派发率 = 核查按时派发数 / 核查派发数
+* 值班长 shift_leader: 按时立案率 = 按时立案数 / 立案数; 准确立案率 = (立案数 − 作废数) / 立案数;
+  按时结案率 = 按时结案数 / 结案数
+* 派遣员 dispatcher: 派遣数 (→ 派遣数分值 by ``dispatch_buckets``); 按时派遣率 = 按时派遣数 /
+  应派遣数; 准确派遣率 = (应派遣数 − 派遣返工数) / 应派遣数 (派遣返工 = an approved 回退)
 
-Composite values use the weights in city setting ``evaluation_weights`` (GUIDE defaults). A
-rate without data (denominator 0) scores full marks in a composite; an entity without any
-activity in the period has no composite (``None``).
+Composite values use the weights in city setting ``evaluation_weights`` (GUIDE defaults; the
+score buckets and grade bands are there too). A rate is its own 0–100 score; a rate without
+data (denominator 0) scores full marks in a composite; an entity without any activity in the
+period has no composite (``None``). The unit composite can blend in the third-party review
+score (weight ``unit.review``, default 0: the GUIDE formula); a unit without reviews in the
+period has that term left out (the other weights renormalised).
+
+Sums over whole calendar months read the monthly rollup level (``eval_monthly_counts``), other
+periods the daily one; both hold the same counters.
 """
 
 from __future__ import annotations
@@ -30,28 +42,54 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from cityops.access.models import User, UserRole
 from cityops.cases.models import Case, CaseEvent
 from cityops.core.errors import Invalid
 from cityops.core.security import prefix_filter
 from cityops.evaluation.models import EvalDailyCount
 from cityops.evaluation.rollup import METRICS, TZ, replay
-from cityops.geo.models import CitySetting, Grid, Region, Unit
+from cityops.evaluation.schedule_models import EvalMonthlyCount
+from cityops.geo.models import CitySetting, Grid, Region, Unit, grid_inspectors
 
-ENTITIES = ("unit", "region", "inspector")
+#: Positions (岗位) evaluated per person, with the role a person needs to be ranked.
+POSITIONS = {
+    "inspector": "inspector",
+    "operator": "operator",
+    "shift_leader": "shift_leader",
+    "dispatcher": "dispatcher",
+}
+POSITION_NAMES = {
+    "inspector": "监督员",
+    "operator": "受理员",
+    "shift_leader": "值班长",
+    "dispatcher": "派遣员",
+}
+ENTITIES = ("unit", "region", *POSITIONS)
 WEIGHTS_KEY = "evaluation_weights"
+#: [min count, score] descending: the first band whose minimum is reached gives the score.
+_COUNT_BUCKETS = [[2001, 100], [1201, 90], [501, 75], [301, 60], [0, 0]]
 DEFAULT_WEIGHTS: dict[str, Any] = {
-    "unit": {"on_time_handle": 60, "close": 30, "no_rework": 10},
+    "unit": {"on_time_handle": 60, "close": 30, "no_rework": 10, "review": 0},
     "region": {"no_public": 10, "filed_score": 20, "close": 30, "on_time_close": 40},
     "inspector": {"valid_report": 40, "no_miss": 20, "on_time_verify": 20, "on_time_check": 20},
+    "operator": {"accept_count": 25, "verify_sent": 40, "check_sent": 35},
+    "shift_leader": {"on_time_file": 25, "accurate_file": 40, "on_time_close": 35},
+    "dispatcher": {"dispatch_count": 20, "on_time_dispatch": 40, "accurate_dispatch": 40},
     #: 立案数分值 per grid and period: [max filed, score] … (above the last → the last score)
     "filed_buckets": [[0, 100], [2, 90], [4, 75], [6, 60], [8, 40], [None, 0]],
+    #: 受理数分值 (GUIDE: >2000 → 100; 1201–2000 → 90; 501–1200 → 75; 301–500 → 60; else 0)
+    "accept_buckets": _COUNT_BUCKETS,
+    #: 派遣数分值 (the GUIDE gives no bands: the 受理数 ones by default)
+    "dispatch_buckets": _COUNT_BUCKETS,
     "grades": [[90, "A"], [75, "B"], [60, "C"], [40, "D"], [0, "E"]],
 }
+WEIGHT_GROUPS = ("unit", "region", "inspector", "operator", "shift_leader", "dispatcher")
 
 
 # --------------------------------------------------------------------------- periods
@@ -124,13 +162,30 @@ def set_weights(session: Session, value: dict[str, Any]) -> dict[str, Any]:
     unknown = [k for k in value if k not in DEFAULT_WEIGHTS]
     if unknown:
         raise Invalid(f"unknown weight group {unknown[0]!r}", field=unknown[0])
-    for group in ("unit", "region", "inspector"):
+    for group in WEIGHT_GROUPS:
         if group in value:
             v = value[group]
             if not isinstance(v, dict) or set(v) - set(DEFAULT_WEIGHTS[group]):
-                raise Invalid(f"weights of {group}: keys {sorted(DEFAULT_WEIGHTS[group])}")
-            if not all(isinstance(x, int | float) and x >= 0 for x in v.values()):
-                raise Invalid(f"weights of {group} must be numbers ≥ 0", field=group)
+                raise Invalid(
+                    f"weights of {group}: keys {sorted(DEFAULT_WEIGHTS[group])}",
+                    field=group,
+                    value=v,
+                )
+            if not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and x >= 0
+                for x in v.values()
+            ):
+                raise Invalid(f"weights of {group} must be numbers ≥ 0", field=group, value=v)
+            merged = {**DEFAULT_WEIGHTS[group], **v}
+            if group != "unit" and not any(merged.values()):
+                raise Invalid(f"weights of {group} may not all be 0", field=group, value=v)
+    for key in ("accept_buckets", "dispatch_buckets"):
+        if key in value:
+            _check_bands(key, value[key], descending=True)
+    if "filed_buckets" in value:
+        _check_filed_buckets(value["filed_buckets"])
+    if "grades" in value:
+        _check_bands("grades", value["grades"], descending=True, labels=True)
     row = session.get(CitySetting, WEIGHTS_KEY)
     if row is None:
         session.add(CitySetting(key=WEIGHTS_KEY, value=value))
@@ -140,6 +195,61 @@ def set_weights(session: Session, value: dict[str, Any]) -> dict[str, Any]:
     return get_weights(session)
 
 
+def _num(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _check_bands(key: str, bands: Any, descending: bool, labels: bool = False) -> None:
+    """[[min, score or grade], …] with strictly descending minimums, the last one 0."""
+    ok = (
+        isinstance(bands, list)
+        and bands
+        and all(isinstance(b, list) and len(b) == 2 for b in bands)
+    )
+    if ok:
+        mins = [b[0] for b in bands]
+        ok = all(_num(m) and m >= 0 for m in mins) and all(a > b for a, b in pairwise(mins))
+        ok = ok and mins[-1] == 0
+        if labels:
+            ok = ok and all(isinstance(b[1], str) and b[1] for b in bands)
+        else:
+            ok = ok and all(_num(b[1]) and 0 <= b[1] <= 100 for b in bands)
+    if not ok:
+        what = "grade" if labels else "score 0–100"
+        raise Invalid(
+            f"{key}: [[min, {what}], …] with descending minimums ending at 0",
+            field=key,
+            value=bands,
+        )
+
+
+def _check_filed_buckets(bands: Any) -> None:
+    ok = (
+        isinstance(bands, list)
+        and bands
+        and all(isinstance(b, list) and len(b) == 2 for b in bands)
+    )
+    if ok:
+        tops = [b[0] for b in bands]
+        ok = tops[-1] is None and all(_num(t) and t >= 0 for t in tops[:-1])
+        ok = ok and all(a < b for a, b in pairwise(tops[:-1]))
+        ok = ok and all(_num(b[1]) and 0 <= b[1] <= 100 for b in bands)
+    if not ok:
+        raise Invalid(
+            "filed_buckets: [[max filed, score 0–100], …] ascending, the last [null, score]",
+            field="filed_buckets",
+            value=bands,
+        )
+
+
+def count_score(n: int, bands: list[list[Any]]) -> float:
+    """Score of a count by [[min, score], …] bands (descending minimums)."""
+    for floor, score in bands:
+        if n >= floor:
+            return float(score)
+    return 0.0
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -147,6 +257,8 @@ def pct(num: int, den: int) -> float | None:
     """num / den in percent, rounded half-up to 2 decimals (None when den is 0)."""
     if den <= 0:
         return None
+    if num >= 0:  # exact half-up in integers (the common case, and much faster)
+        return ((20000 * num + den) // (2 * den)) / 100
     q = Decimal(num * 100) / Decimal(den)
     return float(q.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
@@ -182,7 +294,10 @@ def _full(x: Fraction | None) -> Fraction:
     return Fraction(100) if x is None else x
 
 
-def unit_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
+def unit_figures(
+    c: dict[str, int], weights: dict[str, Any], review: float | None = None
+) -> dict[str, Any]:
+    """Figures of a 专业部门; ``review`` is its third-party review score (0–100) if any."""
     due = c.get("u_dispatched", 0)
     handled = c.get("u_handled", 0)
     should_close = due - c.get("u_returned", 0) - c.get("u_parked", 0)
@@ -211,6 +326,9 @@ def unit_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
         "延期率": pct(counts["延期数"], due),
     }
     w = weights["unit"]
+    w_review = Fraction(w.get("review", 0) or 0)
+    if w_review:
+        rates["第三方考评"] = _r2(review) if review is not None else None
     composite: float | None = None
     if due or any(counts.values()):
         total = Fraction(w["on_time_handle"] + w["close"] + w["no_rework"]) / 100
@@ -221,6 +339,9 @@ def unit_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
             * Fraction(w["no_rework"])
             / 100
         )
+        if w_review and review is not None:
+            total += w_review / 100
+            value += Fraction(review) * w_review / 100
         composite = _r2(value / total) if total else None
     return {"counts": counts, "rates": rates, "composite": composite}
 
@@ -278,13 +399,16 @@ def inspector_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, A
         "应核查数": c.get("i_check_due", 0),
         "按时核查数": c.get("i_check_on_time", 0),
         "自行处置数": c.get("i_self_handled", 0),
+        "网格立案数": c.get("i_grid_filed", 0),
+        "漏报数": c.get("i_missed", 0),
     }
     valid = _exact(counts["有效上报数"], counts["上报数"])
+    missed = _exact(counts["漏报数"], counts["网格立案数"])
     verify = _exact(counts["按时核实数"], counts["应核实数"])
     check = _exact(counts["按时核查数"], counts["应核查数"])
     rates = {
         "有效上报率": pct(counts["有效上报数"], counts["上报数"]),
-        "漏报率": 0.0,
+        "漏报率": pct(counts["漏报数"], counts["网格立案数"]),
         "按时核实率": pct(counts["按时核实数"], counts["应核实数"]),
         "按时核查率": pct(counts["按时核查数"], counts["应核查数"]),
     }
@@ -294,7 +418,7 @@ def inspector_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, A
         total = Fraction(sum(w.values())) / 100
         value = (
             _full(valid) * Fraction(w["valid_report"]) / 100
-            + Fraction(100) * Fraction(w["no_miss"]) / 100
+            + (100 - (missed if missed is not None else Fraction(0))) * Fraction(w["no_miss"]) / 100
             + _full(verify) * Fraction(w["on_time_verify"]) / 100
             + _full(check) * Fraction(w["on_time_check"]) / 100
         )
@@ -302,17 +426,139 @@ def inspector_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, A
     return {"counts": counts, "rates": rates, "composite": composite}
 
 
-def _entity_filter(entity: str, key: str) -> Any:
+def _rate(num: int, den: int) -> tuple[float | None, Fraction | None]:
+    return pct(num, den), _exact(num, den)
+
+
+def _weighted(w: dict[str, Any], terms: dict[str, Fraction | None]) -> float | None:
+    total = Fraction(sum(Fraction(w[k]) for k in terms)) / 100
+    if not total:
+        return None
+    value = sum((_full(x) * Fraction(w[k]) / 100 for k, x in terms.items()), Fraction(0))
+    return _r2(value / total)
+
+
+def operator_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
+    """受理员: 受理数分值 25 % + 核实按时派发率 40 % + 核查按时派发率 35 %."""
+    counts = {
+        "受理数": c.get("o_accepted", 0),
+        "核实派发数": c.get("o_verify_sent", 0),
+        "核实按时派发数": c.get("o_verify_sent_on_time", 0),
+        "核查派发数": c.get("o_check_sent", 0),
+        "核查按时派发数": c.get("o_check_sent_on_time", 0),
+    }
+    score = count_score(counts["受理数"], weights["accept_buckets"])
+    verify, verify_x = _rate(counts["核实按时派发数"], counts["核实派发数"])
+    check, check_x = _rate(counts["核查按时派发数"], counts["核查派发数"])
+    rates = {"受理数分值": score, "核实按时派发率": verify, "核查按时派发率": check}
+    composite = None
+    if any(counts.values()):
+        composite = _weighted(
+            weights["operator"],
+            {"accept_count": Fraction(score), "verify_sent": verify_x, "check_sent": check_x},
+        )
+    return {"counts": counts, "rates": rates, "composite": composite}
+
+
+def shift_leader_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
+    """值班长: 按时立案率 25 % + 准确立案率 40 % + 按时结案率 35 %."""
+    filed = c.get("s_filed", 0)
+    counts = {
+        "立案数": filed,
+        "按时立案数": c.get("s_filed_on_time", 0),
+        "作废数": c.get("s_voided", 0),
+        "结案数": c.get("s_closed", 0),
+        "按时结案数": c.get("s_closed_on_time", 0),
+    }
+    on_time, on_time_x = _rate(counts["按时立案数"], filed)
+    accurate, accurate_x = _rate(filed - counts["作废数"], filed)
+    close, close_x = _rate(counts["按时结案数"], counts["结案数"])
+    rates = {"按时立案率": on_time, "准确立案率": accurate, "按时结案率": close}
+    composite = None
+    if any(counts.values()):
+        composite = _weighted(
+            weights["shift_leader"],
+            {"on_time_file": on_time_x, "accurate_file": accurate_x, "on_time_close": close_x},
+        )
+    return {"counts": counts, "rates": rates, "composite": composite}
+
+
+def dispatcher_figures(c: dict[str, int], weights: dict[str, Any]) -> dict[str, Any]:
+    """派遣员: 派遣数分值 20 % + 按时派遣率 40 % + 准确派遣率 40 %."""
+    due = c.get("d_dispatched", 0)
+    counts = {
+        "派遣数": due,
+        "应派遣数": due,
+        "按时派遣数": c.get("d_dispatched_on_time", 0),
+        "派遣返工数": c.get("d_returned", 0),
+    }
+    score = count_score(due, weights["dispatch_buckets"])
+    on_time, on_time_x = _rate(counts["按时派遣数"], due)
+    accurate, accurate_x = _rate(due - counts["派遣返工数"], due)
+    rates = {"派遣数分值": score, "按时派遣率": on_time, "准确派遣率": accurate}
+    composite = None
+    if any(counts.values()):
+        composite = _weighted(
+            weights["dispatcher"],
+            {
+                "dispatch_count": Fraction(score),
+                "on_time_dispatch": on_time_x,
+                "accurate_dispatch": accurate_x,
+            },
+        )
+    return {"counts": counts, "rates": rates, "composite": composite}
+
+
+_FIGURES_OF: dict[str, Any] = {
+    "inspector": inspector_figures,
+    "operator": operator_figures,
+    "shift_leader": shift_leader_figures,
+    "dispatcher": dispatcher_figures,
+}
+
+_PREFIX = {
+    "unit": "u_",
+    "region": "r_",
+    "inspector": "i_",
+    "operator": "o_",
+    "shift_leader": "s_",
+    "dispatcher": "d_",
+}
+
+
+def metrics_of(entity: str) -> list[str]:
+    return [m for m in METRICS if m.startswith(_PREFIX[entity])]
+
+
+def _monthly(period: Period, entity: str, scope: str | None) -> bool:
+    """Whole calendar months, and no region scope on a family without grid codes there."""
+    return period.start.day == 1 and period.end.day == 1 and (not scope or entity == "region")
+
+
+def _months(period: Period) -> list[date]:
+    out, d = [], period.start
+    while d < period.end:
+        out.append(d)
+        d = (d + timedelta(days=32)).replace(day=1)
+    return out
+
+
+def _table(period: Period, entity: str, scope: str | None) -> tuple[Any, Any]:
+    """(table, period condition) of the rollup level that answers this sum. Months are
+    listed one by one (``month IN …``): with the metric list that is an exact index lookup."""
+    if _monthly(period, entity, scope):
+        return EvalMonthlyCount, EvalMonthlyCount.month.in_(_months(period))
+    return EvalDailyCount, and_(EvalDailyCount.day >= period.start, EvalDailyCount.day < period.end)
+
+
+def _entity_filter(t: Any, entity: str, key: str) -> Any:
     if entity == "unit":
-        return EvalDailyCount.unit_id == int(key)
-    if entity == "inspector":
-        return EvalDailyCount.user_id == int(key)
+        return t.unit_id == int(key)
+    if entity in POSITIONS:
+        return t.user_id == int(key)
     if entity == "region":
-        return prefix_filter(EvalDailyCount.grid_code, key)
+        return prefix_filter(t.grid_code, key)
     raise Invalid(f"entity must be one of {', '.join(ENTITIES)}", field="entity", value=entity)
-
-
-_PREFIX = {"unit": "u_", "region": "r_", "inspector": "i_"}
 
 
 def sums(
@@ -323,22 +569,35 @@ def sums(
     by_grid: bool = False,
     scope: str | None = None,
 ) -> Any:
-    cols: list[Any] = [EvalDailyCount.metric]
+    t, in_period = _table(period, entity, scope)
+    cols: list[Any] = [t.metric]
     if by_grid:
-        cols.insert(0, EvalDailyCount.grid_code)
+        cols.insert(0, t.grid_code)
     q = (
-        select(*cols, func.sum(EvalDailyCount.count))
+        select(*cols, func.sum(t.count))
         .where(
-            EvalDailyCount.day >= period.start,
-            EvalDailyCount.day < period.end,
-            EvalDailyCount.metric.startswith(_PREFIX[entity]),
-            _entity_filter(entity, key),
+            in_period,
+            t.metric.in_(metrics_of(entity)),
+            _entity_filter(t, entity, key),
         )
         .group_by(*cols)
     )
     if scope:
-        q = q.where(prefix_filter(EvalDailyCount.grid_code, scope))
+        q = q.where(prefix_filter(t.grid_code, scope))
     return session.execute(q).all()
+
+
+def review_scores(session: Session, period: Period, weights: dict[str, Any]) -> dict[int, float]:
+    """Third-party review score per unit (only asked for when its weight is not 0)."""
+    if not weights["unit"].get("review"):
+        return {}
+    from cityops.evaluation.review import unit_review_scores
+
+    return {
+        uid: float(r.score)
+        for uid, r in unit_review_scores(session, period.start, period.end).items()
+        if r.count
+    }
 
 
 def _grids_under(session: Session, prefix: str) -> list[str]:
@@ -371,7 +630,10 @@ def indicators(
         out = region_figures(c, per_grid, _grids_under(session, key), w)
     else:
         c = {m: int(n) for m, n in sums(session, entity, key, period, scope=scope)}
-        out = unit_figures(c, w) if entity == "unit" else inspector_figures(c, w)
+        if entity == "unit":
+            out = unit_figures(c, w, review_scores(session, period, w).get(int(key)))
+        else:
+            out = _FIGURES_OF[entity](c, w)
     out.update(
         entity=entity,
         key=key,
@@ -384,33 +646,51 @@ def indicators(
 
 # --------------------------------------------------------------------------- rankings
 
-RANK_ENTITIES = ("unit", "street", "community")
+RANK_ENTITIES = ("unit", "street", "community", *POSITIONS)
+
+
+def _active_units(session: Session) -> list[Any]:
+    return list(
+        session.execute(select(Unit.id, Unit.name).where(Unit.active.is_(True)).order_by(Unit.id))
+    )
 
 
 def _composites(
-    session: Session, entity: str, period: Period, w: dict[str, Any], scope: str | None
+    session: Session,
+    entity: str,
+    period: Period,
+    w: dict[str, Any],
+    scope: str | None,
+    units: list[Any] | None = None,
 ) -> dict[str, Any]:
-    base = select(EvalDailyCount.metric, func.sum(EvalDailyCount.count)).where(
-        EvalDailyCount.day >= period.start, EvalDailyCount.day < period.end
-    )
+    fam = "region" if entity in ("street", "community") else entity
+    t, in_period = _table(period, fam, scope)
+    base = select(t.metric, func.sum(t.count)).where(in_period, t.metric.in_(metrics_of(fam)))
     if scope:
-        base = base.where(prefix_filter(EvalDailyCount.grid_code, scope))
+        base = base.where(prefix_filter(t.grid_code, scope))
     out: dict[str, Any] = {}
-    if entity == "unit":
-        units = session.execute(
-            select(Unit.id, Unit.name).where(Unit.active.is_(True)).order_by(Unit.id)
-        ).all()
+    if entity == "unit" or entity in POSITIONS:
+        col = t.unit_id if entity == "unit" else t.user_id
         counts: dict[int, dict[str, int]] = defaultdict(dict)
-        q = (
-            base.add_columns(EvalDailyCount.unit_id)
-            .where(EvalDailyCount.metric.startswith("u_"))
-            .group_by(EvalDailyCount.metric, EvalDailyCount.unit_id)
-        )
-        for m, n, uid in session.execute(q):
-            counts[uid][m] = int(n)
-        for uid, name in units:
-            f = unit_figures(counts.get(uid, {}), w)
-            out[str(uid)] = {"id": uid, "name": name, **f}
+        for m, n, k in session.execute(base.add_columns(col).group_by(t.metric, col)):
+            counts[k][m] = int(n)
+        if entity == "unit":
+            if units is None:
+                units = _active_units(session)
+            reviews = review_scores(session, period, w)
+            for uid, name in units:
+                f = unit_figures(counts.get(uid, {}), w, reviews.get(uid))
+                out[str(uid)] = {"id": uid, "name": name, **f}
+            return out
+        users = session.execute(
+            select(User.id, User.display_name, User.username)
+            .join(UserRole, UserRole.user_id == User.id)
+            .where(UserRole.role == POSITIONS[entity], User.active.is_(True))
+            .order_by(User.id)
+        ).all()
+        for uid, name, username in users:
+            f = _FIGURES_OF[entity](counts.get(uid, {}), w)
+            out[str(uid)] = {"id": uid, "name": name, "username": username, **f}
         return out
     length = 9 if entity == "street" else 12
     regions = session.execute(
@@ -421,11 +701,7 @@ def _composites(
         grids_of[g[:length]].append(g)
     per_region: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_grid: dict[str, int] = defaultdict(int)
-    q = (
-        base.add_columns(EvalDailyCount.grid_code)
-        .where(EvalDailyCount.metric.startswith("r_"))
-        .group_by(EvalDailyCount.metric, EvalDailyCount.grid_code)
-    )
+    q = base.add_columns(t.grid_code).group_by(t.metric, t.grid_code)
     for m, n, g in session.execute(q):
         per_region[g[:length]][m] += int(n)
         if m == "r_filed":
@@ -442,12 +718,16 @@ def ranking(
     session: Session, entity: str, period: Period, top: int = 5, scope_prefix: str | None = None
 ) -> dict[str, Any]:
     """All entities by composite value (best first), change against the previous period and
-    the 红黑榜 (top / bottom ``top``). Entities without a composite are listed last."""
+    the 红黑榜 (top / bottom ``top``). Entities without a composite are listed last.
+
+    ``entity``: unit, street, community, or a position (inspector, operator, shift_leader,
+    dispatcher: every active user with that role); rows carry counts and rates."""
     if entity not in RANK_ENTITIES:
         raise Invalid(f"entity must be one of {', '.join(RANK_ENTITIES)}", field="entity")
     w = get_weights(session)
-    cur = _composites(session, entity, period, w, scope_prefix)
-    prev = _composites(session, entity, period.previous(), w, scope_prefix)
+    units = _active_units(session) if entity == "unit" else None
+    cur = _composites(session, entity, period, w, scope_prefix, units)
+    prev = _composites(session, entity, period.previous(), w, scope_prefix, units)
     if scope_prefix and entity != "unit":
         cur = {k: v for k, v in cur.items() if k.startswith(scope_prefix)}
     rows = []
@@ -455,7 +735,7 @@ def ranking(
         p = prev.get(k, {}).get("composite")
         rows.append(
             {
-                **{x: v[x] for x in ("id", "code", "name") if x in v},
+                **{x: v[x] for x in ("id", "code", "name", "username") if x in v},
                 "composite": v["composite"],
                 "grade": grade(None, v["composite"], w),
                 "previous": p,
@@ -463,6 +743,7 @@ def ranking(
                 if v["composite"] is not None and p is not None
                 else None,
                 "rates": v["rates"],
+                "counts": v["counts"],
             }
         )
     rows.sort(
@@ -523,6 +804,28 @@ FIGURES: dict[str, dict[str, dict[str, int]]] = {
         "应核查数": {"i_check_due": 1},
         "按时核查数": {"i_check_on_time": 1},
         "自行处置数": {"i_self_handled": 1},
+        "网格立案数": {"i_grid_filed": 1},
+        "漏报数": {"i_missed": 1},
+    },
+    "operator": {
+        "受理数": {"o_accepted": 1},
+        "核实派发数": {"o_verify_sent": 1},
+        "核实按时派发数": {"o_verify_sent_on_time": 1},
+        "核查派发数": {"o_check_sent": 1},
+        "核查按时派发数": {"o_check_sent_on_time": 1},
+    },
+    "shift_leader": {
+        "立案数": {"s_filed": 1},
+        "按时立案数": {"s_filed_on_time": 1},
+        "作废数": {"s_voided": 1},
+        "结案数": {"s_closed": 1},
+        "按时结案数": {"s_closed_on_time": 1},
+    },
+    "dispatcher": {
+        "派遣数": {"d_dispatched": 1},
+        "应派遣数": {"d_dispatched": 1},
+        "按时派遣数": {"d_dispatched_on_time": 1},
+        "派遣返工数": {"d_returned": 1},
     },
 }
 
@@ -542,12 +845,17 @@ def _candidate_cases(session: Session, entity: str, key: str, period: Period) ->
         )
     else:
         uid = int(key)
-        q = q.where(
-            or_(
-                Case.reporter_user_id == uid,
-                Case.id.in_(select(CaseEvent.case_id).where(CaseEvent.actor_id == uid)),
+        mine = [
+            Case.reporter_user_id == uid,
+            Case.id.in_(select(CaseEvent.case_id).where(CaseEvent.actor_id == uid)),
+        ]
+        if entity == "inspector":  # 漏报: cases of the inspector's grids
+            mine.append(
+                Case.grid_id.in_(
+                    select(grid_inspectors.c.grid_id).where(grid_inspectors.c.user_id == uid)
+                )
             )
-        )
+        q = q.where(or_(*mine))
     return list(session.scalars(q))
 
 
@@ -576,7 +884,7 @@ def drilldown(
             continue
         if entity == "unit" and f.unit_id != int(key):
             continue
-        if entity == "inspector" and f.user_id != int(key):
+        if entity in POSITIONS and f.user_id != int(key):
             continue
         if entity == "region" and not f.grid_code.startswith(key):
             continue
