@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= city
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run serve migrate demo test lint typecheck pytest bench clean
+.PHONY: install run serve migrate demo test lint typecheck pytest bench clean screenshots
 
 install: $(STAMP)
 
@@ -57,3 +57,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Refresh the committed screenshots (docs/screenshots) from the real-browser e2e test.
+screenshots: install
+	CITYOPS_SCREENSHOTS_DIR=docs/screenshots env -u CITYOPS_TEST_DATABASE_URL $(BIN)/pytest -q -n 0 tests/test_e2e_browser.py

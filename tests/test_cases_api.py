@@ -202,3 +202,26 @@ def test_dispatch_rule_tester_and_admin_only_rules(city, city_client) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["unit"] == {"id": uid, "name": uname}
+
+
+def test_reviewers_and_evaluators_see_no_cases_through_the_case_api(city, city_client) -> None:
+    lon, lat, cat = _place(city)
+    op = login(city_client, "operator1")
+    r = city_client.post(
+        "/api/v1/cases",
+        headers=op,
+        json={
+            "source": "hotline",
+            "category_id": cat,
+            "description": "井盖破损",
+            "lon": lon,
+            "lat": lat,
+        },
+    )
+    assert r.status_code == 201, r.text
+    cid = r.json()["case"]["id"]
+    assert city_client.get(f"/api/v1/cases/{cid}", headers=op).status_code == 200
+    for who in ("reviewer1", "evaluator1"):
+        h = login(city_client, who)
+        assert city_client.get(f"/api/v1/cases/{cid}", headers=h).status_code == 404
+        assert city_client.get("/api/v1/cases", headers=h).json()["items"] == []

@@ -366,42 +366,9 @@ class IntakeConfig:
             if component_id
             else None
         )
-        owner = comp.owner_unit_id if comp is not None else None
-        local = now.astimezone(TZ)
-        best: tuple[tuple[int, int, int], RuleInfo] | None = None
-        for r in self.rules:
-            if r.category_id is not None and r.category_id != category_id:
-                continue
-            if r.region_prefix and not (grid_code or "").startswith(r.region_prefix):
-                continue
-            if r.component_owner_unit_id is not None and r.component_owner_unit_id != owner:
-                continue
-            if not service._in_window(cast(Any, r), local):
-                continue
-            if r.to_component and comp is None:
-                continue
-            specificity = sum(
-                x is not None and x != ""
-                for x in (
-                    r.category_id,
-                    r.region_prefix,
-                    r.component_owner_unit_id,
-                    r.time_from,
-                    r.weekdays,
-                )
-            )
-            key = (-specificity, r.priority, r.id)
-            if best is None or key < best[0]:
-                best = (key, r)
-        if best is not None:
-            r = best[1]
-            unit: int | None = r.unit_id
-            if r.to_component == "owner" and comp is not None:
-                unit = comp.owner_unit_id
-            elif r.to_component == "maintainer" and comp is not None:
-                unit = comp.maintainer_unit_id or comp.owner_unit_id
-            if unit is not None:
-                return unit, [u for u in r.co_unit_ids if u != unit], f"rule {r.id} {r.name}"
+        hit = service.best_rule(self.rules, category_id, grid_code, comp, now.astimezone(TZ))
+        if hit is not None:
+            return hit
         cat = self.cats_by_id.get(category_id)
         if cat is None or not cat.handler_mode:
             return None

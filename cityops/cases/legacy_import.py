@@ -292,7 +292,7 @@ def _in_chunks(session: Session, column: Any, values: Sequence[str], out: Any) -
     for k in range(0, len(vals), 5000):
         part = vals[k : k + 5000]
         sql = f"SELECT {col}, {res} FROM {table} WHERE {col} IN ({', '.join('?' * len(part))})"
-        found.update(conn.exec_driver_sql(sql, tuple(part)).tuples().all())
+        found.update(conn.exec_driver_sql(sql, tuple(part)).all())
     return found
 
 

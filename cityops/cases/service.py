@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -133,8 +133,19 @@ def _text(payload: dict[str, Any], key: str, action: str, required: bool = True)
     return v.strip()
 
 
+#: Roles that take part in no case work: they see cases only through their own assignments
+#: (third-party review, comprehensive evaluation), never through the case lists.
+NO_CASE_ROLES = frozenset({"reviewer", "evaluator"})
+
+
+def _no_case_access(principal: Principal) -> bool:
+    return bool(principal.roles) and principal.roles <= NO_CASE_ROLES
+
+
 def case_visible(session: Session, principal: Principal, case: Case) -> bool:
     """Scope: unit-scoped users see their unit's cases; others their region (code prefix)."""
+    if _no_case_access(principal):
+        return False
     if principal.scope_unit_only:
         if principal.unit_id is None:
             return False
@@ -576,16 +587,23 @@ def _in_window(rule: DispatchRule, local: datetime) -> bool:
     return True
 
 
-def match_rule(session: Session, case: Case, now: datetime) -> tuple[int, list[int], str] | None:
-    """(lead unit, co-units, why) from the dispatch rules and the category's default handler."""
-    component = session.get(Component, case.component_id) if case.component_id else None
-    owner = component.owner_unit_id if component else None
-    local = now.astimezone(TZ)
-    best: tuple[tuple[int, int, int], DispatchRule] | None = None
-    for r in session.scalars(select(DispatchRule).where(DispatchRule.active.is_(True))):
-        if r.category_id is not None and r.category_id != case.category_id:
+def best_rule(
+    rules: Iterable[Any],
+    category_id: int,
+    grid_code: str | None,
+    component: Any | None,
+    local: datetime,
+) -> tuple[int, list[int], str] | None:
+    """(lead unit, co-units, why) of the most specific matching dispatch rule (then the lowest
+    priority number, then the oldest), or None. ``rules`` are the active rules (ORM rows or
+    snapshots with the same fields); ``component`` has ``owner_unit_id`` and
+    ``maintainer_unit_id``; ``local`` is the Asia/Shanghai time of the report."""
+    owner = component.owner_unit_id if component is not None else None
+    best: tuple[tuple[int, int, int], Any] | None = None
+    for r in rules:
+        if r.category_id is not None and r.category_id != category_id:
             continue
-        if r.region_prefix and not (case.grid_code or "").startswith(r.region_prefix):
+        if r.region_prefix and not (grid_code or "").startswith(r.region_prefix):
             continue
         if r.component_owner_unit_id is not None and r.component_owner_unit_id != owner:
             continue
@@ -606,15 +624,26 @@ def match_rule(session: Session, case: Case, now: datetime) -> tuple[int, list[i
         key = (-specificity, r.priority, r.id)
         if best is None or key < best[0]:
             best = (key, r)
-    if best is not None:
-        r = best[1]
-        unit: int | None = r.unit_id
-        if r.to_component == "owner" and component is not None:
-            unit = component.owner_unit_id
-        elif r.to_component == "maintainer" and component is not None:
-            unit = component.maintainer_unit_id or component.owner_unit_id
-        if unit is not None:
-            return unit, [u for u in (r.co_unit_ids or []) if u != unit], f"rule {r.id} {r.name}"
+    if best is None:
+        return None
+    r = best[1]
+    unit: int | None = r.unit_id
+    if r.to_component == "owner" and component is not None:
+        unit = component.owner_unit_id
+    elif r.to_component == "maintainer" and component is not None:
+        unit = component.maintainer_unit_id or component.owner_unit_id
+    if unit is None:
+        return None
+    return unit, [u for u in (r.co_unit_ids or []) if u != unit], f"rule {r.id} {r.name}"
+
+
+def match_rule(session: Session, case: Case, now: datetime) -> tuple[int, list[int], str] | None:
+    """(lead unit, co-units, why) from the dispatch rules and the category's default handler."""
+    component = session.get(Component, case.component_id) if case.component_id else None
+    rules = session.scalars(select(DispatchRule).where(DispatchRule.active.is_(True)))
+    hit = best_rule(rules, case.category_id, case.grid_code, component, now.astimezone(TZ))
+    if hit is not None:
+        return hit
     cat = session.get(Category, case.category_id)
     if cat is None or not cat.handler_mode:
         return None
@@ -1311,6 +1340,8 @@ def can_see_personal_data(principal: Principal) -> bool:
 def visible_cases_filter(principal: Principal) -> Any:
     """SQL condition selecting the cases in the principal's scope."""
     conds: list[Any] = []
+    if _no_case_access(principal):
+        return Case.id < 0
     if principal.scope_unit_only:
         if principal.unit_id is None:
             return Case.id < 0

@@ -10,8 +10,7 @@ access to the case like the API does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -27,16 +26,15 @@ from cityops.cases.storage import default_storage
 from cityops.console import auth
 from cityops.console.i18n import t
 from cityops.console.layout import frame, nav_item
-from cityops.console.widgets import tid
+from cityops.console.widgets import local_time, tid, write_session
 from cityops.core.db import get_db, utcnow
 from cityops.core.errors import Conflict, DomainError, NotFound
-from cityops.core.security import Principal, lock_for_write
+from cityops.core.security import Principal
 from cityops.core.settings import get_settings
 from cityops.geo import service as geo_service
 from cityops.geo.models import URGENCIES, Category, Grid, Region, Unit
 from cityops.worktime import service as wt
 from cityops.worktime.models import LIMIT_UNITS, UNIT_LABELS
-from cityops.worktime.service import TZ
 
 #: Roles that have a worklist.
 WORK_ROLES = ("operator", "shift_leader", "dispatcher", "handler", "leader", "inspector")
@@ -48,14 +46,6 @@ PENDING_LABELS = {"return": "回退待审批", "extend": "延期待审批", "par
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-
-@contextmanager
-def write_session() -> Iterator[Session]:
-    """A unit of work that writes (SQLite's write lock taken first, as the API does)."""
-    with get_db().session() as s:
-        lock_for_write(s)
-        yield s
 
 
 def error_text(exc: DomainError) -> str:
@@ -86,10 +76,7 @@ def show_error(exc: DomainError, label: ui.label | None = None) -> None:
 
 
 def local(ts: str | datetime | None) -> str:
-    if ts is None:
-        return "—"
-    d = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
-    return d.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
+    return local_time(ts)
 
 
 def base_map(lat: float, lon: float, zoom: int = 17) -> ui.leaflet:

@@ -8,17 +8,14 @@ browser out at once) and checks the roles it needs with :func:`require`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from nicegui import app, ui
-from sqlalchemy import select
 
 from cityops.access import service as access
-from cityops.access.models import AuthSession, User
+from cityops.core import security
 from cityops.core.audit import current_actor
 from cityops.core.db import get_db
-from cityops.core.errors import DomainError
-from cityops.core.security import Principal, hash_token
+from cityops.core.errors import DomainError, Unauthorized
+from cityops.core.security import Principal
 
 #: Where each role lands after login (first match wins, in this order).
 HOME_BY_ROLE: tuple[tuple[str, str], ...] = (
@@ -46,27 +43,10 @@ def home_of(principal: Principal) -> str:
 def principal_for_token(token: str) -> Principal | None:
     """The user behind a console token, or None when it is unknown, revoked or expired."""
     with get_db().session() as s:
-        row = s.execute(
-            select(AuthSession, User)
-            .join(User, User.id == AuthSession.user_id)
-            .where(AuthSession.token_hash == hash_token(token))
-        ).first()
-        if row is None:
+        try:
+            return security.principal_for_token(s, token, via="console")[0]
+        except Unauthorized:
             return None
-        auth, user = row
-        if auth.revoked or auth.expires_at <= datetime.now(UTC) or not user.active:
-            return None
-        return Principal(
-            user_id=user.id,
-            username=user.username,
-            display_name=user.display_name,
-            roles=frozenset(user.roles),
-            unit_id=user.unit_id,
-            scope_region_code=user.scope_region_code,
-            scope_unit_only=user.scope_unit_only,
-            session_id=auth.id,
-            via="console",
-        )
 
 
 def current() -> Principal | None:

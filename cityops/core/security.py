@@ -164,10 +164,11 @@ def _check_origin(request: Request) -> None:
         raise Forbidden("cross-site request refused: use a bearer token for API clients")
 
 
-def _resolve(
-    request: Request, session: Session, token: str, via: str
+def principal_for_token(
+    session: Session, token: str, via: str = "bearer", ip: str | None = None
 ) -> tuple[Principal, datetime]:
-    """The principal of a token and the expiry of its session (401 when not valid)."""
+    """The principal of a login token and the expiry of its session (401 when not valid:
+    unknown, revoked, expired, or the account disabled). Used by the API and the console."""
     from cityops.access.models import AuthSession, User
 
     row = session.execute(
@@ -184,8 +185,6 @@ def _resolve(
         raise Unauthorized("the session has expired: log in again")
     if not user.active:
         raise Unauthorized("the account is disabled")
-    if via == "cookie":
-        _check_origin(request)
     principal = Principal(
         user_id=user.id,
         username=user.username,
@@ -195,10 +194,20 @@ def _resolve(
         scope_region_code=user.scope_region_code,
         scope_unit_only=user.scope_unit_only,
         session_id=auth.id,
-        ip=client_ip(request),
+        ip=ip,
         via=via,
     )
     return principal, auth.expires_at
+
+
+def _resolve(
+    request: Request, session: Session, token: str, via: str
+) -> tuple[Principal, datetime]:
+    """The principal of a request's token (cookie logins also pass the origin check)."""
+    result = principal_for_token(session, token, via, client_ip(request))
+    if via == "cookie":
+        _check_origin(request)
+    return result
 
 
 def _no_token() -> Unauthorized:

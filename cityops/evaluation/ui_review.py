@@ -13,8 +13,6 @@ The logic is :mod:`cityops.evaluation.review` and :mod:`cityops.evaluation.compr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -26,31 +24,19 @@ from cityops.cases.storage import default_storage
 from cityops.console import auth
 from cityops.console.i18n import t
 from cityops.console.layout import frame, nav_item
-from cityops.console.widgets import tid
+from cityops.console.widgets import local_time, tid, write_session
 from cityops.core.db import get_db
 from cityops.core.errors import DomainError, Forbidden, NotFound
-from cityops.core.security import Principal, lock_for_write
+from cityops.core.security import Principal
 from cityops.evaluation import comprehensive as ce
 from cityops.evaluation import review
-from cityops.worktime.service import TZ
 
 REVIEW_ROLES = ("reviewer",)
 TASK_ROLES = ("evaluator", "leader", "admin")
 
 
-@contextmanager
-def write_session() -> Iterator[Session]:
-    """A unit of work that writes (SQLite's write lock taken first, as the API does)."""
-    with get_db().session() as s:
-        lock_for_write(s)
-        yield s
-
-
 def local(ts: str | datetime | None) -> str:
-    if ts is None:
-        return "—"
-    d = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
-    return d.astimezone(TZ).strftime("%Y-%m-%d %H:%M")
+    return local_time(ts)
 
 
 def _photo(p: Principal, holder: dict[str, Any], marker: str) -> ui.upload:

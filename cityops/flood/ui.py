@@ -15,8 +15,7 @@ points — applied by :mod:`cityops.flood.service`); only ``commander`` acts.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,13 +25,12 @@ from sqlalchemy.orm import Session
 from cityops.console import auth
 from cityops.console.i18n import t
 from cityops.console.layout import frame, nav_item
-from cityops.console.widgets import tid
+from cityops.console.widgets import local_time, tid, write_session
 from cityops.core.db import get_db, utcnow
 from cityops.core.errors import DomainError, NotFound
-from cityops.core.security import Principal, lock_for_write
+from cityops.core.security import Principal
 from cityops.flood import service
 from cityops.flood.models import LEVELS
-from cityops.worktime.service import TZ
 
 #: Who sees the board (the service checks the same roles).
 ROLES = ("leader", "commander", "admin")
@@ -52,19 +50,8 @@ POINT_STATUS = {
 TRENDS = {"rising": "↑ 上涨", "falling": "↓ 回落", "steady": "→ 平稳"}
 
 
-@contextmanager
-def write_session() -> Iterator[Session]:
-    """A unit of work that writes (SQLite's write lock taken first, as the API does)."""
-    with get_db().session() as s:
-        lock_for_write(s)
-        yield s
-
-
 def local(ts: str | datetime | None) -> str:
-    if ts is None:
-        return "—"
-    d = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
-    return d.astimezone(TZ).strftime("%m-%d %H:%M")
+    return local_time(ts, "%m-%d %H:%M")
 
 
 def level_text(level: int | None) -> str:

@@ -14,8 +14,6 @@ scope (district / unit) is applied by :mod:`cityops.monitoring.service`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -25,14 +23,13 @@ from sqlalchemy.orm import Session
 from cityops.console import auth
 from cityops.console.i18n import t
 from cityops.console.layout import frame, nav_item
-from cityops.console.widgets import tid
+from cityops.console.widgets import local_time, tid, write_session
 from cityops.core.db import get_db
 from cityops.core.errors import DomainError, NotFound
-from cityops.core.security import Principal, lock_for_write
+from cityops.core.security import Principal
 from cityops.core.settings import get_settings
 from cityops.monitoring import service
 from cityops.monitoring.catalog import DEVICE_STATUSES
-from cityops.worktime.service import TZ
 
 #: Who may open the monitoring pages (研判 needs ``monitor``; the service checks it too).
 ROLES = ("monitor", "leader", "commander", "shift_leader", "admin")
@@ -52,19 +49,8 @@ ALARM_STATUS_CLASSES = {
 }
 
 
-@contextmanager
-def write_session() -> Iterator[Session]:
-    """A unit of work that writes (SQLite's write lock taken first, as the API does)."""
-    with get_db().session() as s:
-        lock_for_write(s)
-        yield s
-
-
 def local(ts: str | datetime | None) -> str:
-    if ts is None:
-        return "—"
-    d = datetime.fromisoformat(ts) if isinstance(ts, str) else ts
-    return d.astimezone(TZ).strftime("%Y-%m-%d %H:%M:%S")
+    return local_time(ts, "%Y-%m-%d %H:%M:%S")
 
 
 # --------------------------------------------------------------------------- data
