@@ -88,6 +88,7 @@ Every counter is also summed per month in ``eval_monthly_counts``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -233,20 +234,38 @@ class Deadlines:
 GridInspectors = Callable[[int | None], tuple[int, ...]]
 
 
+#: (database, grid id) → (monotonic time loaded, active inspectors of the grid), for the
+#: listener: who patrols a grid changes rarely, so a grid's answer is reused for
+#: ``index_refresh_seconds`` (the refresh rule of the spatial index and the clock).
+_inspectors_seen: dict[tuple[str, int], tuple[float, tuple[int, ...]]] = {}
+
+
 def _grid_inspectors_query(session: Session) -> GridInspectors:
     from cityops.access.models import User
+    from cityops.core.settings import get_settings
     from cityops.geo.models import grid_inspectors as gi
+
+    db = session.get_bind().engine.url.render_as_string(hide_password=False)
+    ttl = get_settings().index_refresh_seconds
 
     def of(grid_id: int | None) -> tuple[int, ...]:
         if grid_id is None:
             return ()
+        now = time.monotonic()
+        hit = _inspectors_seen.get((db, grid_id))
+        if hit is not None and now - hit[0] < ttl:
+            return hit[1]
         q = (
             select(gi.c.user_id)
             .join(User, User.id == gi.c.user_id)
             .where(gi.c.grid_id == grid_id, User.active.is_(True))
             .order_by(gi.c.user_id)
         )
-        return tuple(session.scalars(q))
+        found = tuple(session.scalars(q))
+        if len(_inspectors_seen) > 100_000:
+            _inspectors_seen.clear()
+        _inspectors_seen[(db, grid_id)] = (now, found)
+        return found
 
     return of
 
