@@ -28,7 +28,8 @@ run: demo
 	@echo ""
 	@echo "CityOps is starting on http://127.0.0.1:8000  (API docs: http://127.0.0.1:8000/api/docs)"
 	@echo "Log in as admin / demo-pass-2026 (other demo users: operator1, shift1, dispatcher1,"
-	@echo "leader1, inspector1, handler1, district1, reviewer1; same password)."
+	@echo "leader1, inspector1, handler1, district1, reviewer1, evaluator1, monitor1, commander1;"
+	@echo "same password). Citizen pages: http://127.0.0.1:8000/public"
 	@echo ""
 	$(BIN)/cityops serve
 
