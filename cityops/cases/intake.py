@@ -67,7 +67,6 @@ from sqlalchemy.orm import Session
 from cityops.access.models import User
 from cityops.cases import service
 from cityops.cases.models import (
-    CASE_TYPES,
     MACHINE_SOURCES,
     OPEN_STAGES,
     SOURCES,
@@ -913,74 +912,30 @@ def answer(
         return None
     cfg = config_for(session)
     cat = cfg.cats_by_id.get(case.category_id)
-    cats = {cat.id: cat.name} if cat is not None else {}
     names = cfg.unit_names
-    out = queries.case_summary(case, cats, names, now)
-    personal = service.can_see_personal_data(principal)
-    iso = queries._iso
-    out.update(
-        {
-            "tracking_code": case.tracking_code if personal else None,
-            "case_type_label": CASE_TYPES.get(case.case_type),
-            "reporter": {
-                "name": case.reporter_name if personal else service.mask_name(case.reporter_name),
-                "phone": (
-                    case.reporter_phone if personal else service.mask_phone(case.reporter_phone)
-                ),
-            },
-            "component": None,
-            "units": [
-                {"unit_id": u.unit_id, "name": names.get(u.unit_id), "role": u.role}
-                for u in case.units
-            ],
-            "assignee_user_id": case.assignee_user_id,
-            "counts": {
-                "extensions": case.extension_count,
-                "returns": case.return_count,
-                "reworks": case.rework_count,
-                "reports": case.report_count,
-            },
-            "duplicate_of_id": case.duplicate_of_id,
-            "close_type": case.close_type,
-            "end_reason": case.end_reason,
-            "handle_deadline": iso(case.handle_deadline),
-            "timestamps": {
-                k: iso(getattr(case, k))
-                for k in (
-                    "reported_at",
-                    "accepted_at",
-                    "verified_at",
-                    "filed_at",
-                    "dispatched_at",
-                    "signed_at",
-                    "handled_at",
-                    "checked_at",
-                    "closed_at",
-                    "stage_started_at",
-                    "stage_warn_at",
-                    "paused_since",
-                    "last_seen_at",
-                )
-            },
-            "history": [
-                {
-                    "at": iso(e["at"]),
-                    "actor": e["actor_name"],
-                    "action": e["action"],
-                    "from_stage": e["from_stage"],
-                    "to_stage": e["to_stage"],
-                    "unit": names.get(e["unit_id"]) if e["unit_id"] else None,
-                    "note": e["note"],
-                    "data": e["data"],
-                    "attachment_ids": [],
-                }
-                for e in result.events
-            ],
-            "attachments": [],
-            "actions": service.available_actions(principal, case),
-        }
+    return queries.detail_of(
+        principal,
+        case,
+        now,
+        cats={cat.id: cat.name} if cat is not None else {},
+        units=names,
+        component=None,
+        history=[
+            queries.history_item(
+                e["at"],
+                e["actor_name"],
+                e["action"],
+                e["from_stage"],
+                e["to_stage"],
+                names.get(e["unit_id"]) if e["unit_id"] else None,
+                e["note"],
+                e["data"],
+                [],
+            )
+            for e in result.events
+        ],
+        attachments=[],
     )
-    return out
 
 
 # --------------------------------------------------------------------------- the batcher

@@ -88,22 +88,40 @@ def case_summary(
     }
 
 
-def case_detail(
-    session: Session, principal: Principal, case: Case, now: datetime
+#: The stage timestamps a case detail shows.
+TIMESTAMPS = (
+    "reported_at",
+    "accepted_at",
+    "verified_at",
+    "filed_at",
+    "dispatched_at",
+    "signed_at",
+    "handled_at",
+    "checked_at",
+    "closed_at",
+    "stage_started_at",
+    "stage_warn_at",
+    "paused_since",
+    "last_seen_at",
+)
+
+
+def detail_of(
+    principal: Principal,
+    case: Case,
+    now: datetime,
+    *,
+    cats: dict[int, str],
+    units: dict[int, str],
+    component: dict[str, Any] | None,
+    history: list[dict[str, Any]],
+    attachments: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    cats = _names(session, Category, {case.category_id})
-    unit_ids = {u.unit_id for u in case.units} | {case.lead_unit_id}
-    units = _names(session, Unit, unit_ids)
+    """The case detail from what the caller already holds (names, component, history and
+    attachments as dicts): :func:`case_detail` reads them from the database, the intake
+    writer builds them from the rows it has just written."""
     out = case_summary(case, cats, units, now)
     personal = can_see_personal_data(principal)
-    component = session.get(Component, case.component_id) if case.component_id else None
-    events = session.scalars(
-        select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.at, CaseEvent.id)
-    ).all()
-    attachments = session.scalars(
-        select(CaseAttachment).where(CaseAttachment.case_id == case.id).order_by(CaseAttachment.id)
-    ).all()
-    ev_units = _names(session, Unit, {e.unit_id for e in events})
     out.update(
         {
             "tracking_code": case.tracking_code if personal else None,
@@ -112,21 +130,7 @@ def case_detail(
                 "name": case.reporter_name if personal else mask_name(case.reporter_name),
                 "phone": case.reporter_phone if personal else mask_phone(case.reporter_phone),
             },
-            "component": (
-                {
-                    "id": component.id,
-                    "code": component.code,
-                    "status": component.status,
-                    "owner_unit_id": component.owner_unit_id,
-                    "maintainer_unit_id": component.maintainer_unit_id,
-                    "competent_unit_id": component.competent_unit_id,
-                    "owner_unit": _names(session, Unit, {component.owner_unit_id}).get(
-                        component.owner_unit_id or 0
-                    ),
-                }
-                if component
-                else None
-            ),
+            "component": component,
             "units": [
                 {"unit_id": u.unit_id, "name": units.get(u.unit_id), "role": u.role}
                 for u in case.units
@@ -142,53 +146,101 @@ def case_detail(
             "close_type": case.close_type,
             "end_reason": case.end_reason,
             "handle_deadline": _iso(case.handle_deadline),
-            "timestamps": {
-                k: _iso(getattr(case, k))
-                for k in (
-                    "reported_at",
-                    "accepted_at",
-                    "verified_at",
-                    "filed_at",
-                    "dispatched_at",
-                    "signed_at",
-                    "handled_at",
-                    "checked_at",
-                    "closed_at",
-                    "stage_started_at",
-                    "stage_warn_at",
-                    "paused_since",
-                    "last_seen_at",
-                )
-            },
-            "history": [
-                {
-                    "at": _iso(e.at),
-                    "actor": e.actor_name,
-                    "action": e.action,
-                    "from_stage": e.from_stage,
-                    "to_stage": e.to_stage,
-                    "unit": ev_units.get(e.unit_id) if e.unit_id else None,
-                    "note": e.note,
-                    "data": e.data,
-                    "attachment_ids": [a.id for a in attachments if a.event_id == e.id],
-                }
-                for e in events
-            ],
-            "attachments": [
-                {
-                    "id": a.id,
-                    "purpose": a.purpose,
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "uploaded_at": _iso(a.uploaded_at),
-                }
-                for a in attachments
-            ],
+            "timestamps": {k: _iso(getattr(case, k)) for k in TIMESTAMPS},
+            "history": history,
+            "attachments": attachments,
             "actions": available_actions(principal, case),
         }
     )
     return out
+
+
+def history_item(
+    at: datetime,
+    actor: str | None,
+    action: str,
+    from_stage: str | None,
+    to_stage: str | None,
+    unit: str | None,
+    note: str | None,
+    data: Any,
+    attachment_ids: list[int],
+) -> dict[str, Any]:
+    """One entry of a case's timeline."""
+    return {
+        "at": _iso(at),
+        "actor": actor,
+        "action": action,
+        "from_stage": from_stage,
+        "to_stage": to_stage,
+        "unit": unit,
+        "note": note,
+        "data": data,
+        "attachment_ids": attachment_ids,
+    }
+
+
+def case_detail(
+    session: Session, principal: Principal, case: Case, now: datetime
+) -> dict[str, Any]:
+    cats = _names(session, Category, {case.category_id})
+    unit_ids = {u.unit_id for u in case.units} | {case.lead_unit_id}
+    units = _names(session, Unit, unit_ids)
+    component = session.get(Component, case.component_id) if case.component_id else None
+    events = session.scalars(
+        select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.at, CaseEvent.id)
+    ).all()
+    attachments = session.scalars(
+        select(CaseAttachment).where(CaseAttachment.case_id == case.id).order_by(CaseAttachment.id)
+    ).all()
+    ev_units = _names(session, Unit, {e.unit_id for e in events})
+    return detail_of(
+        principal,
+        case,
+        now,
+        cats=cats,
+        units=units,
+        component=(
+            {
+                "id": component.id,
+                "code": component.code,
+                "status": component.status,
+                "owner_unit_id": component.owner_unit_id,
+                "maintainer_unit_id": component.maintainer_unit_id,
+                "competent_unit_id": component.competent_unit_id,
+                "owner_unit": _names(session, Unit, {component.owner_unit_id}).get(
+                    component.owner_unit_id or 0
+                ),
+            }
+            if component
+            else None
+        ),
+        history=[
+            history_item(
+                e.at,
+                e.actor_name,
+                e.action,
+                e.from_stage,
+                e.to_stage,
+                ev_units.get(e.unit_id) if e.unit_id else None,
+                e.note,
+                e.data,
+                [a.id for a in attachments if a.event_id == e.id],
+            )
+            for e in events
+        ],
+        attachments=[
+            {
+                "id": a.id,
+                "purpose": a.purpose,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "uploaded_at": _iso(a.uploaded_at),
+            }
+            for a in attachments
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- lists
