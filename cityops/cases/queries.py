@@ -70,6 +70,7 @@ def case_summary(
         "stage": c.stage,
         "stage_label": STAGES.get(c.stage),
         "stage_deadline": _iso(c.stage_deadline),
+        "stage_warn_at": _iso(c.stage_warn_at),
         "minutes_left": round(remaining, 1) if remaining is not None else None,
         "lead_unit_id": c.lead_unit_id,
         "lead_unit": units.get(c.lead_unit_id) if c.lead_unit_id else None,

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.cases import dispatch_rules, queries, service
-from cityops.cases.models import SOURCES, STAGES, Case
+from cityops.cases.models import SOURCES, STAGES
 from cityops.cases.storage import default_storage
 from cityops.console import auth
 from cityops.console.i18n import t
@@ -291,13 +291,6 @@ def _work_page() -> None:
                         sort=state["sort"],
                     )
                     clock = wt.get_clock(s)
-                    warn = dict(
-                        s.execute(
-                            select(Case.id, Case.stage_warn_at).where(
-                                Case.id.in_([i["id"] for i in page["items"]])
-                            )
-                        ).all()
-                    )
             except DomainError as exc:
                 show_error(exc)
                 return
@@ -311,8 +304,6 @@ def _work_page() -> None:
             if not page["items"]:
                 tid(ui.label(t("暂无案件", "No cases")), "work-empty")
             for item in page["items"]:
-                w = warn.get(item["id"])
-                item["stage_warn_at"] = w.isoformat() if w else None
                 text, colour = deadline_badge(clock, item, now)
                 with tid(ui.card().classes("w-full q-pa-sm"), f"row-{item['id']}"):
                     with ui.row().classes("items-center w-full gap-3 no-wrap"):
@@ -568,11 +559,6 @@ def _action_form(
                 payload["attachment_ids"] = list(photos)
             try:
                 with write_session() as s:
-                    if "into_case" in payload:
-                        target = s.scalars(
-                            select(Case.id).where(Case.number == payload.pop("into_case"))
-                        ).first()
-                        payload["into_case_id"] = target
                     service.perform(s, p, case_id, action, payload, version)
             except DomainError as exc:
                 show_error(exc, error)
