@@ -7,8 +7,8 @@ Needs an SQLite file with the demo city and ~3 M cases (``cityops simulate cases
 migrated to head (0009 adds ``ix_cases_closed_at``). Measures, in one run:
 
 1. the data functions the pages call, directly (``queries.worklist`` per role,
-   ``queries.list_cases`` with the console's filters, ``command.kpis`` uncached at the last
-   simulated day, ``command.case_hexagons``, the region/grid/component layers);
+   ``queries.list_cases`` with the console's filters, ``command_service.kpis`` uncached at the last
+   simulated day, ``command_service.case_hexagons``, the region/grid/component layers);
 2. the same over HTTP on a real ``cityops serve`` (bearer token; worklist and case search);
 3. the map page in headless Chromium (login, then ``/map`` until the vector layers and the
    charts are drawn), cold (KPI cache empty) and warm.
@@ -41,7 +41,7 @@ from sqlalchemy import func, select  # noqa: E402
 
 from cityops.cases import queries  # noqa: E402
 from cityops.cases.models import Case  # noqa: E402
-from cityops.console import command  # noqa: E402
+from cityops.console import command_service  # noqa: E402
 from cityops.core.db import Database, utcnow  # noqa: E402
 from cityops.geo.models import Category  # noqa: E402
 from tests.factories import principal  # noqa: E402
@@ -115,24 +115,30 @@ def direct(db: Database, runs: int) -> dict[str, Any]:
         )
         for who in ("leader1", "district1"):
             out[f"map kpis uncached {who}"] = timed(
-                lambda who=who: command.kpis(s, users[who], now, cached=False), max(5, runs // 3), 1
+                lambda who=who: command_service.kpis(s, users[who], now, cached=False),
+                max(5, runs // 3),
+                1,
             )
             out[f"map hexagons res8 {who}"] = timed(
-                lambda who=who: command.case_hexagons(s, users[who], 8), max(5, runs // 3), 1
+                lambda who=who: command_service.case_hexagons(s, users[who], 8),
+                max(5, runs // 3),
+                1,
             )
-        command.clear_kpi_cache()
+        command_service.clear_kpi_cache()
         t = time.perf_counter()
-        command.region_layers(s, None)
+        command_service.region_layers(s, None)
         out["map region layers cold_ms"] = round((time.perf_counter() - t) * 1000, 1)
-        lat, lon, _zoom = command.scope_centre(s, None)
-        bbox15 = command.view_bbox(lat, lon, 15)
-        bbox18 = command.view_bbox(lat, lon, 18)
-        out["map grid layer z15"] = timed(lambda: command.grid_layer(s, None, bbox15, 15), runs, 1)
+        lat, lon, _zoom = command_service.scope_centre(s, None)
+        bbox15 = command_service.view_bbox(lat, lon, 15)
+        bbox18 = command_service.view_bbox(lat, lon, 18)
+        out["map grid layer z15"] = timed(
+            lambda: command_service.grid_layer(s, None, bbox15, 15), runs, 1
+        )
         out["map components z18"] = timed(
-            lambda: command.component_points(s, None, bbox18, 18), runs, 1
+            lambda: command_service.component_points(s, None, bbox18, 18), runs, 1
         )
         out["map details click"] = timed(
-            lambda: command.details_at(s, users["leader1"], lon, lat, 15), runs
+            lambda: command_service.details_at(s, users["leader1"], lon, lat, 15), runs
         )
     return out
 

@@ -13,7 +13,7 @@ from cityops.access.models import User
 from cityops.cases import service
 from cityops.cases.models import Case
 from cityops.cases.storage import LocalStorage
-from cityops.console import command
+from cityops.console import command_service
 from cityops.core.db import utcnow
 from cityops.core.settings import get_settings
 from cityops.evaluation import rollup
@@ -25,9 +25,9 @@ from tests.public_support import advance
 
 @pytest.fixture(autouse=True)
 def _fresh_caches() -> Any:
-    command.clear_kpi_cache()
+    command_service.clear_kpi_cache()
     yield
-    command.clear_kpi_cache()
+    command_service.clear_kpi_cache()
 
 
 def _grids(s: Any) -> tuple[Grid, Grid, str]:
@@ -67,8 +67,8 @@ def test_kpis_count_today_closures_overdue_and_intake_by_source(city: Any, tmp_p
             s.commit()
             leader = principal(s, "leader1")
             district = principal(s, "district1")
-            k = command.kpis(s, leader, cached=False)
-            kd = command.kpis(s, district, cached=False)
+            k = command_service.kpis(s, leader, cached=False)
+            kd = command_service.kpis(s, district, cached=False)
     finally:
         if not installed:
             rollup.uninstall()
@@ -91,42 +91,50 @@ def test_hexagons_and_details_respect_the_district_scope(city: Any) -> None:
         s.commit()
         district = principal(s, "district1")
         leader = principal(s, "leader1")
-        mine = command.case_hexagons(s, district, 9)
-        everyone = command.case_hexagons(s, leader, 9)
+        mine = command_service.case_hexagons(s, district, 9)
+        everyone = command_service.case_hexagons(s, leader, 9)
         assert [c["h3"] for c in mine] == [h3.int_to_str(a.h3)]
         assert {c["h3"] for c in everyone} == {h3.int_to_str(a.h3), h3.int_to_str(b.h3)}
         over = next(c for c in everyone if c["h3"] == h3.int_to_str(b.h3))
         assert (over["count"], over["state"]) == (1, "overdue")
-        coarse = command.case_hexagons(s, leader, 7)
+        coarse = command_service.case_hexagons(s, leader, 7)
         assert sum(c["count"] for c in coarse) == 2
         assert all(h3.get_resolution(c["h3"]) == 7 for c in coarse)
-        layers = command.hexagon_layers(everyone)
+        layers = command_service.hexagon_layers(everyone)
         assert len(layers["overdue"]["features"]) == 1
         assert len(layers["normal"]["features"]) == 1
 
-        d_in = command.details_at(s, district, a.lon, a.lat, 16)
+        d_in = command_service.details_at(s, district, a.lon, a.lat, 16)
         assert d_in["place"]["grid"]["code"] == inside.code
         assert [c["number"] for c in d_in["cases"]] == [a.number]
-        d_out = command.details_at(s, district, b.lon, b.lat, 16)
+        d_out = command_service.details_at(s, district, b.lon, b.lat, 16)
         assert "place" not in d_out and d_out["cases"] == []
-        assert [c["number"] for c in command.details_at(s, leader, b.lon, b.lat, 16)["cases"]] == [
-            b.number
-        ]
-        regions = command.region_layers(s, scope)
+        assert [
+            c["number"] for c in command_service.details_at(s, leader, b.lon, b.lat, 16)["cases"]
+        ] == [b.number]
+        regions = command_service.region_layers(s, scope)
         codes = {f["properties"]["code"] for lv in regions.values() for f in lv["features"]}
         assert codes and all(code.startswith(scope) for code in codes)
         lat, lon = a.lat, a.lon
-        assert command.grid_layer(s, scope, command.view_bbox(lat, lon, 12), 12) is None
-        grids = command.grid_layer(s, scope, command.view_bbox(lat, lon, 15), 15)
+        assert (
+            command_service.grid_layer(s, scope, command_service.view_bbox(lat, lon, 12), 12)
+            is None
+        )
+        grids = command_service.grid_layer(s, scope, command_service.view_bbox(lat, lon, 15), 15)
         assert grids is not None
         gcodes = [f["properties"]["code"] for f in grids["features"]]
         assert inside.code in gcodes and all(g.startswith(scope) for g in gcodes)
-        assert command.component_points(s, None, command.view_bbox(lat, lon, 15), 15) == []
-        comps = command.component_points(s, None, command.view_bbox(lat, lon, 18), 18)
-        x0, y0, x1, y1 = command.view_bbox(lat, lon, 18)
+        assert (
+            command_service.component_points(s, None, command_service.view_bbox(lat, lon, 15), 15)
+            == []
+        )
+        comps = command_service.component_points(
+            s, None, command_service.view_bbox(lat, lon, 18), 18
+        )
+        x0, y0, x1, y1 = command_service.view_bbox(lat, lon, 18)
         assert all(x0 <= c["lon"] <= x1 and y0 <= c["lat"] <= y1 for c in comps)
         assert comps  # the demo city has components around every grid centre
-        groups = command.component_layers(comps)
+        groups = command_service.component_layers(comps)
         assert sum(len(g["features"]) for g in groups) == len(comps)
         for i, g in enumerate(groups):
             assert all(f["properties"]["category_id"] % len(groups) == i for f in g["features"])
