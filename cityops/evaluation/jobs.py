@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import jobs
 from cityops.core.errors import Invalid
-from cityops.evaluation import reports
+from cityops.evaluation import reports, review
 from cityops.evaluation.rollup import TZ
 
 SCHEDULE_KEY = "evaluation_report_schedule"
@@ -115,7 +115,5 @@ def run_scheduled_reports(session: Session, now: datetime) -> list[str]:
 
 
 jobs.register(JOB_NAME, timedelta(minutes=1), run_scheduled_reports)
-
-
-# the monthly third-party review round registers itself with the review module
-from cityops.evaluation import review as _review  # noqa: E402, F401
+# 第三方考评: last month's review round, once (off unless review_settings.auto_round.enabled)
+jobs.register("evaluation.review_monthly_round", timedelta(hours=1), review.monthly_round)

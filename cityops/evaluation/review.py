@@ -797,14 +797,6 @@ def monthly_round(session: Session, now: datetime) -> dict[str, Any] | None:
     return draw(session, rnd.id)
 
 
-def _register_job() -> None:
-    from cityops.core import jobs
-
-    jobs.register("evaluation.review_monthly_round", timedelta(hours=1), monthly_round)
-
-
-_register_job()
-
 __all__ = [
     "KINDS",
     "RATINGS",
