@@ -563,3 +563,26 @@ def test_a_closed_case_can_be_reopened_for_a_new_check(city, store) -> None:
         insp = principal(s, s.get(User, case.assignee_user_id).username)
         act(s, insp, case, "check", at(60), passed=False, attachment_ids=[upload(s, insp, store)])
         assert case.stage == "handle" and case.rework_count == 1
+
+
+def test_merge_by_case_number_only_into_a_case_the_user_may_see(city, store) -> None:
+    import dataclasses
+
+    with city.session() as s:
+        first = new_report(s, store)
+        op = principal(s, "operator1")
+        other = s.scalars(
+            select(Grid).where(Grid.code != first.grid_code).order_by(Grid.code)
+        ).first()
+        lon, lat = point_in(other)
+        dup = service.create_case(
+            s, op, report_data(matter_category(s), lon, lat, source="hotline"), at(1)
+        ).case
+        assert dup.grid_code == other.code != first.grid_code
+        # an operator whose scope is the duplicate's grid only: the target is not theirs
+        blind = dataclasses.replace(op, scope_region_code=dup.grid_code)
+        with pytest.raises(Invalid, match="合并"):
+            act(s, blind, dup, "merge", at(2), into_case=first.number)
+        assert dup.stage == "accept"
+        act(s, op, dup, "merge", at(3), into_case=first.number)
+        assert dup.stage == "merged" and dup.duplicate_of_id == first.id

@@ -40,7 +40,6 @@ from cityops.access.models import User
 from cityops.cases import webhooks
 from cityops.cases.models import (
     CLOSE_TYPES,
-    END_STAGES,
     MACHINE_SOURCES,
     NEEDS_VERIFY,
     OPEN_STAGES,
@@ -1123,10 +1122,17 @@ def _supervise(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime
 
 def _merge(s: Session, p: Principal, c: Case, d: dict[str, Any], t: datetime) -> None:
     target_id = d.get("into_case_id")
+    if target_id is None and d.get("into_case"):  # the case number, as people say it
+        target_id = s.scalar(select(Case.id).where(Case.number == str(d["into_case"]).strip()))
     target = s.get(Case, target_id) if isinstance(target_id, int) else None
-    if target is None or target.id == c.id or target.stage not in OPEN_STAGES:
+    if (
+        target is None
+        or target.id == c.id
+        or target.stage not in OPEN_STAGES
+        or not case_visible(s, p, target)
+    ):
         raise Invalid(
-            "合并: 'into_case_id' must name another open case",
+            "合并: 'into_case_id' (or the case number 'into_case') must name another open case",
             field="into_case_id",
             value=target_id,
         )
@@ -1294,8 +1300,6 @@ def perform(
             f"{spec.label} is not possible: case {case.number} is {STAGES.get(case.stage, case.stage)}",
             stage=case.stage,
         )
-    if case.stage in END_STAGES and action not in ("split", "reopen"):
-        raise Conflict(f"case {case.number} is finished ({STAGES[case.stage]})")
     savepoint = session.begin_nested()
     try:
         with session.no_autoflush:
