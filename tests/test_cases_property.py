@@ -9,6 +9,7 @@ self-handled; no deadline before its stage's start.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from cityops.cases import queries, service
-from cityops.cases.models import STAGES, Case, CaseEvent
+from cityops.cases.models import STAGES, Case, CaseEvent, track_actors
 from cityops.cases.storage import LocalStorage
 from cityops.core.errors import DomainError
 from tests.factories import (
@@ -29,6 +30,7 @@ from tests.factories import (
     report_data,
 )
 
+ACTOR_FIELDS = ("accepted_by_id", "filed_by_id", "dispatched_by_id", "dispatch_stage_at")
 USERS = [
     "operator1",
     "shift1",
@@ -189,4 +191,9 @@ def _walk(city: Any, store: LocalStorage, data: Any) -> None:
             stamps = [case.reported_at, case.accepted_at, case.filed_at, case.closed_at]
             present = [x for x in stamps if x is not None]
             assert present == sorted(present)
+            # who did the current 受理/立案/派遣 (evaluation counters read them off the row)
+            folded = SimpleNamespace(**dict.fromkeys(ACTOR_FIELDS))
+            for e in events:
+                track_actors(folded, e.action, e.at, e.actor_id, e.data)
+            assert {k: getattr(case, k) for k in ACTOR_FIELDS} == vars(folded)
         event(f"final stage: {case.stage}")

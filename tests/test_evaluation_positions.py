@@ -394,3 +394,38 @@ def test_unit_composite_blends_the_third_party_review(city: Any, store: Any) -> 
         w = ev.get_weights(s)
         assert ev.unit_figures({"u_dispatched": 1}, w, None)["composite"] == 10.0
         assert ev.unit_figures({"u_dispatched": 1}, w, 0.0)["composite"] == 6.67
+
+
+def test_migration_0010_fills_the_case_actors_from_history(city: Any, store: Any) -> None:  # noqa: F811
+    """Cases from before migration 0010 get who did their current 受理/立案/派遣 and when they
+    last entered 待派遣 from their history — what the workflow itself keeps on new cases
+    (checked on J: 派遣 by dispatcher1, 回退 approved, 改派; and I: 作废 after 立案)."""
+    from alembic import command
+
+    from cityops.cases.models import Case
+    from cityops.cases.simulate import simulate_cases
+    from cityops.core.migrate import alembic_config, upgrade
+
+    cols = ("accepted_by_id", "filed_by_id", "dispatched_by_id", "dispatch_stage_at")
+    # plus a bulk-simulated month: 自动立案/派遣 by the system, 回退s, 改派s, 作废s (the
+    # simulator writes the columns itself: the migration must agree with it too)
+    simulate_cases(
+        city, days=3, per_day=80, seed=5, start=date(2026, 10, 12), mode="bulk", progress=None
+    )
+    with city.session() as s:
+        x = crafted_positions(s, store)
+        s.commit()
+        kept = {c.id: tuple(getattr(c, k) for k in cols) for c in s.scalars(select(Case))}
+    j = kept[x["cases"]["j"]]
+    assert j == (x["op"], x["shift"], x["disp"], at(129))  # the 回退 re-opened 待派遣
+    assert kept[x["cases"]["i"]][:3] == (x["op"], x["shift"], None)
+    assert sum(1 for v in kept.values() if v[1] is None and v[3] is not None) > 5  # auto 立案
+    assert sum(1 for v in kept.values() if v[2] is not None) > 10  # 派遣 by a dispatcher
+    cfg = alembic_config(city.engine.url.render_as_string(hide_password=False))
+    with city.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0009")
+    upgrade(city.engine)
+    with city.session() as s:
+        again = {c.id: tuple(getattr(c, k) for k in cols) for c in s.scalars(select(Case))}
+    assert again == kept

@@ -422,6 +422,7 @@ COMPARED = (
     "stage_deadline", "stage_warn_at", "paused_since", "pending_request", "parked", "extended",
     "extension_count", "return_count", "rework_count", "handled_late", "close_type", "end_reason",
     "lead_unit_id", "assignee_user_id", "reporter_name", "description",
+    "accepted_by_id", "filed_by_id", "dispatched_by_id", "dispatch_stage_at",
 )  # fmt: skip
 
 

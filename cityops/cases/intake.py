@@ -75,6 +75,7 @@ from cityops.cases.models import (
     CaseUnit,
     DispatchRule,
     Notification,
+    track_actors,
 )
 from cityops.core.audit import AuditLog, current_actor
 from cityops.core.db import Database, utcnow
@@ -560,6 +561,11 @@ def prepare(session: Session, principal: Principal, data: dict[str, Any], t: dat
                 )
             )
             p.notify_users = list(cfg.unit_users(session, lead))
+    who = SimpleNamespace(
+        accepted_by_id=None, filed_by_id=None, dispatched_by_id=None, dispatch_stage_at=None
+    )
+    for action, actor, _frm, _to, _note, _unit, edata in p.events:
+        track_actors(who, action, t, _actor_cols(actor)[0], edata)
     p.case = {
         "tracking_code": service.new_tracking_code(),
         "source": source,
@@ -611,6 +617,7 @@ def prepare(session: Session, principal: Principal, data: dict[str, Any], t: dat
         "handle_deadline": c.handle_deadline,
         "checked_at": None,
         "closed_at": None,
+        **vars(who),
         "updated_at": t,
         "version": 1,
     }

@@ -897,6 +897,7 @@ def _write(job: _Job, plan: _Plan, good: NDArray[np.bool_], file: str) -> tuple[
         count=n,
     )
     updated = np.maximum(last_t, t["reported_at"])
+    cols = ev.columns()
     cases: dict[str, sim.Col] = {
         "id": sim.c_int(ids),
         "number": sim.c_text(get("number")),
@@ -943,6 +944,7 @@ def _write(job: _Job, plan: _Plan, good: NDArray[np.bool_], file: str) -> tuple[
         "end_reason": sim.c_text(end_reason),
         **{name: sim.c_time(t[name]) for name in STAMP_NAMES},
         "handle_deadline": sim.c_time(hd),
+        **sim.actor_columns(cols, n),
         "updated_at": sim.c_time(updated),
         "version": sim.c_const(1, n),
     }
@@ -965,7 +967,6 @@ def _write(job: _Job, plan: _Plan, good: NDArray[np.bool_], file: str) -> tuple[
         ["case_id", "unit_id", "role"],
         [sim.c_int(cu_case), sim.c_int(cu_unit), sim.c_text(cu_role)],
     )
-    cols = ev.columns()
     n_ev = len(cols["case"]) if cols else 0
     if n_ev:
         wr.write(

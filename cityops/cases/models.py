@@ -79,6 +79,28 @@ END_STAGES = frozenset({"closed", "rejected", "void", "merged"})
 CASE_TYPES = {"component": "部件", "matter": "事项"}
 CLOSE_TYPES = ("正常", "超时", "差错", "特殊")
 
+#: Actions that change who did the case's current 受理 / 立案 / 派遣, or when it last entered
+#: 待派遣 (立案, or an approved 回退 sending it back): see :func:`track_actors`.
+ACTOR_ACTIONS = frozenset({"accept", "file", "dispatch", "decide_return"})
+
+
+def track_actors(
+    target: Any, action: str, at: datetime, actor_id: int | None, data: Any = None
+) -> None:
+    """Move ``target``'s ``accepted_by_id`` / ``filed_by_id`` / ``dispatched_by_id`` /
+    ``dispatch_stage_at`` past one history event (``actor_id`` None: the system).
+
+    The one definition of these four fields, used on the case row (by every writer of
+    events) and by the evaluation rollups' replay of a history, so the two agree."""
+    if action == "accept":
+        target.accepted_by_id = actor_id
+    elif action == "file":
+        target.filed_by_id, target.dispatch_stage_at = actor_id, at
+    elif action == "dispatch":
+        target.dispatched_by_id = actor_id
+    elif action == "decide_return" and (data or {}).get("approve"):
+        target.dispatch_stage_at = at
+
 
 class CaseSequence(Base):
     """Daily counter behind readable case numbers (YYYYMMDD + 5-digit sequence)."""
@@ -154,6 +176,16 @@ class Case(Base):
     handle_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime())
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    #: Who did the current 受理 / 立案 / 派遣 (None: the system or not yet) and when the case
+    #: last entered 待派遣 — kept by :func:`track_actors`; the evaluation counters of later
+    #: acts need them (受理员 核查派发, 派遣员 按时派遣/派遣返工, 值班长 作废). Their value
+    #: before a change is kept (active history) so a flush's listener can replay its events.
+    #: Copies of ``case_events.actor_id`` (which has the foreign key): no key of their own, so
+    #: that adding or dropping them never rebuilds the cases table on SQLite.
+    accepted_by_id: Mapped[int | None] = mapped_column(Integer, active_history=True)
+    filed_by_id: Mapped[int | None] = mapped_column(Integer, active_history=True)
+    dispatched_by_id: Mapped[int | None] = mapped_column(Integer, active_history=True)
+    dispatch_stage_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), active_history=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
     version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
 

@@ -39,6 +39,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from cityops.access.models import User
 from cityops.cases import webhooks
 from cityops.cases.models import (
+    ACTOR_ACTIONS,
     CLOSE_TYPES,
     MACHINE_SOURCES,
     NEEDS_VERIFY,
@@ -53,6 +54,7 @@ from cityops.cases.models import (
     CaseUnit,
     DispatchRule,
     Notification,
+    track_actors,
 )
 from cityops.core.db import utcnow
 from cityops.core.errors import Conflict, Forbidden, Invalid, NotFound
@@ -177,10 +179,13 @@ def _event(
     unit_id: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> CaseEvent:
+    actor_id = principal.user_id if principal and principal.user_id > 0 else None
+    if action in ACTOR_ACTIONS:
+        track_actors(case, action, now, actor_id, data)
     ev = CaseEvent(
         case_id=case.id,
         at=now,
-        actor_id=principal.user_id if principal and principal.user_id > 0 else None,
+        actor_id=actor_id,
         actor_name=principal.username if principal else "system",
         action=action,
         from_stage=from_stage,

@@ -1801,6 +1801,36 @@ class EventLog:
         return {k: v[order] for k, v in cols.items()}
 
 
+def actor_columns(cols: dict[str, Arr], n: int) -> dict[str, Col]:
+    """The case rows' ``accepted_by_id`` / ``filed_by_id`` / ``dispatched_by_id`` /
+    ``dispatch_stage_at`` from their history (``cols`` of :meth:`EventLog.columns`): what
+    :func:`cityops.cases.models.track_actors` leaves after each case's events, i.e. the
+    last 受理/立案/派遣 of each case and its last 立案 or approved 回退."""
+    out = {k: np.full(n, -1, dtype=np.int64) for k in ("accept", "file", "dispatch")}
+    stage_at = np.full(n, NONE_T, dtype=np.int64)
+    if cols:
+        case, action = cols["case"], cols["action"]
+
+        def last(m: B) -> I64:  # the last matching event of each case (rows ordered by case)
+            idx = np.flatnonzero(m)
+            c = case[idx]
+            return idx[np.r_[c[1:] != c[:-1], True]] if len(idx) else idx
+
+        for name, arr in out.items():
+            i = last(action == name)
+            arr[case[i]] = cols["actor"][i]
+        ret = action == "decide_return"
+        ret[ret] = [bool(d) and '"approve": true' in d for d in cols["data"][ret].tolist()]
+        i = last((action == "file") | ret)
+        stage_at[case[i]] = cols["at"][i]
+    return {
+        "accepted_by_id": c_int_null(out["accept"]),
+        "filed_by_id": c_int_null(out["file"]),
+        "dispatched_by_id": c_int_null(out["dispatch"]),
+        "dispatch_stage_at": c_time(stage_at),
+    }
+
+
 def tracking_codes(n: int) -> list[str]:
     """Random public tracking codes (unguessable: never derived from the seed), distinct."""
     alphabet = np.frombuffer(service._TRACK_ALPHABET.encode("ascii"), dtype=np.uint8)
@@ -2677,6 +2707,7 @@ class _Batch:
             ["component" if w.cats[int(c)].kind == "component" else "matter" for c in cat.tolist()],
             dtype=object,
         )
+        cols = ev.columns()
         case_cols: dict[str, Col] = {
             "id": c_int(ids),
             "number": c_text(numbers),
@@ -2722,6 +2753,7 @@ class _Batch:
             "reported_at": c_time(cr.t),
             **{k: c_time(v) for k, v in stamps.items()},
             "handle_deadline": c_time(hd),
+            **actor_columns(cols, n),
             "updated_at": c_time(updated),
             "version": c_int(version),
         }
@@ -2740,7 +2772,6 @@ class _Batch:
         tables.append(("case_units", ["case_id", "unit_id", "role"], unit_cols))
         approvals = self._approval_rows(appr, ids)
         tables.append(approvals)
-        cols = ev.columns()
         n_ev = 0
         if cols:
             n_ev = len(cols["case"])
