@@ -81,11 +81,12 @@ def create_app(db: Database | None = None) -> FastAPI:
     from cityops.public.api import router as public_router
     from cityops.worktime.api import router as worktime_router
 
+    # routes are matched in order: the busiest API (case intake, lists, actions) first
+    app.include_router(cases_router)
     app.include_router(core_router)
     app.include_router(access_router)
     app.include_router(geo_router)
     app.include_router(worktime_router)
-    app.include_router(cases_router)
     app.include_router(notify_router)
     app.include_router(evaluation_router)
     app.include_router(evaluation_reports_router)
