@@ -413,3 +413,49 @@ def test_concurrent_logins_and_writes(mini_client: TestClient, mini: dbmod.Datab
         writes = list(pool.map(do_write, range(8)))
     assert logins == [200] * len(logins)
     assert writes == [200] * 8
+
+
+async def test_concurrent_requests_of_one_token_load_it_once(
+    mini_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the cached principal of a token is missing (expired, or forgotten after a logout
+    elsewhere), many requests with that token at once cost one look-up, not one each; a bad
+    token is refused for every waiter."""
+    import asyncio
+    import time
+
+    from starlette.requests import Request
+
+    from cityops.core import security
+    from cityops.core.errors import Unauthorized
+
+    token = login(mini_client, "handler_a")["Authorization"].removeprefix("Bearer ")
+    calls: list[str] = []
+    real = security._load_uncached
+
+    def slow(request: Request, tok: str, via: str) -> Any:
+        calls.append(tok)
+        time.sleep(0.05)  # the other requests arrive while this one loads
+        return real(request, tok, via)
+
+    monkeypatch.setattr(security, "_load_uncached", slow)
+
+    def request(tok: str, n: int) -> Request:
+        headers = [(b"authorization", f"Bearer {tok}".encode())]
+        scope = {"type": "http", "app": mini_client.app, "headers": headers,
+                 "client": (f"10.0.0.{n}", 1000), "method": "POST", "path": "/api/v1/cases"}  # fmt: skip
+        return Request(scope)
+
+    security.forget_principals()
+    got = await asyncio.gather(
+        *(security.current_principal_cached(request(token, n)) for n in range(8))
+    )
+    assert calls == [token]
+    assert {p.username for p in got} == {"handler_a"}
+    assert sorted(p.ip for p in got) == sorted(f"10.0.0.{n}" for n in range(8))  # their own
+    calls.clear()
+    bad = await asyncio.gather(
+        *(security.current_principal_cached(request("x" * 43, n)) for n in range(4)),
+        return_exceptions=True,
+    )
+    assert calls == ["x" * 43] and all(isinstance(e, Unauthorized) for e in bad)

@@ -58,7 +58,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import h3
-from sqlalchemy import BigInteger, Table, any_, bindparam, event, func, insert, select
+from sqlalchemy import BigInteger, Table, and_, any_, bindparam, event, func, insert, or_, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -667,7 +667,9 @@ def _find_duplicates(
     batch (whose ids must be filled in by the caller: ``id`` is 0 and ``number`` holds the
     batch index as text until then)."""
     disks = [_disk(p) for p in items]
-    cells = {c for d in disks for c in d}
+    cells_of: dict[int, set[int]] = {}  # category → the cells its items need
+    for p, disk in zip(items, disks, strict=True):
+        cells_of.setdefault(p.category_id, set()).update(disk)
     since = min(p.t for p in items) - service.DUPLICATE_WINDOW
     cand: dict[tuple[int, int], list[Any]] = {}
     for r in session.execute(
@@ -680,14 +682,22 @@ def _find_duplicates(
             _CASES.c.lon,
             _CASES.c.lat,
             _CASES.c.reported_at,
+            _CASES.c.stage,
         ).where(
-            *_in_list(session, _CASES.c.category_id, {p.category_id for p in items}),
-            *_in_list(session, _CASES.c.h3, cells),
-            _CASES.c.stage.in_(OPEN_STAGES),
+            # each category with its own cells (not every category × every cell of the batch)
+            or_(
+                *(
+                    and_(_CASES.c.category_id == cat, *_in_list(session, _CASES.c.h3, cells))
+                    for cat, cells in sorted(cells_of.items())
+                )
+            ),
             _CASES.c.reported_at >= since,
         )
     ):
-        cand.setdefault((r.category_id, r.h3), []).append(r)
+        # the stage is tested here: in SQL, SQLite's planner would rather walk every open
+        # case by the stage index than take the (category, cell) index once per category
+        if r.stage in OPEN_STAGES:
+            cand.setdefault((r.category_id, r.h3), []).append(r)
     earlier: dict[tuple[int, int], list[int]] = {}
     out: list[list[tuple[float, int, str, str]]] = []
     for i, (p, disk) in enumerate(zip(items, disks, strict=True)):
@@ -880,6 +890,9 @@ def write_core(session: Session, items: list[Prepared], results: dict[int, Resul
     if rollup.installed():
         rollup.upsert(session, _facts(session, cfg, items, events, ids))
 
+    events_of: dict[int, list[dict[str, Any]]] = {}
+    for e in events:
+        events_of.setdefault(e["case_id"], []).append(e)
     for i, (cid, p) in enumerate(zip(ids, items, strict=True)):
         out = [
             (d, dbid, num, desc)
@@ -894,7 +907,7 @@ def write_core(session: Session, items: list[Prepared], results: dict[int, Resul
             [{"id": x[1], "number": x[2], "description": x[3]} for x in out],
             p.case,
             p.units,
-            [e for e in events if e["case_id"] == cid],
+            events_of.get(cid, []),
         )
 
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
@@ -297,13 +298,38 @@ async def current_principal_cached(request: Request) -> Principal:
             _check_origin(request)
         principal = replace(hit[2], ip=client_ip(request), via=via)
     else:
-        principal, expires = await run_in_threadpool(_load_uncached, request, token, via)
-        with _principal_cache_lock:
-            if len(_principal_cache) > 10_000:
-                _principal_cache.clear()
-            _principal_cache[key] = (mono + PRINCIPAL_CACHE_SECONDS, expires, principal)
+        loop = asyncio.get_running_loop()
+        flight = (id(loop), key)
+        pending = _loading.get(flight)
+        if pending is not None:  # another request of this token is loading it: wait for that
+            principal = (await asyncio.shield(pending))[0]
+            if via == "cookie":
+                _check_origin(request)
+            principal = replace(principal, ip=client_ip(request), via=via)
+        else:
+            fut: asyncio.Future[tuple[Principal, datetime]] = loop.create_future()
+            _loading[flight] = fut
+            try:
+                principal, expires = await run_in_threadpool(_load_uncached, request, token, via)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # (retrieved: no warning when nobody was waiting)
+                raise
+            finally:
+                _loading.pop(flight, None)
+            fut.set_result((principal, expires))
+            with _principal_cache_lock:
+                if len(_principal_cache) > 10_000:
+                    _principal_cache.clear()
+                _principal_cache[key] = (mono + PRINCIPAL_CACHE_SECONDS, expires, principal)
     current_actor.set(principal.actor)
     return principal
+
+
+#: Token look-ups in progress (event loop, token hash): when a cached principal expires
+#: under load, the first request loads it and the others of that token wait for its answer
+#: instead of each running the same queries.
+_loading: dict[tuple[int, str], asyncio.Future[tuple[Principal, datetime]]] = {}
 
 
 CachedPrincipalDep = Annotated[Principal, Depends(current_principal_cached)]
