@@ -355,3 +355,44 @@ def test_config_snapshot_follows_a_rule_change_at_once(city: Any) -> None:
         c = Case(category_id=cat_id, grid_code=p2.case["grid_code"], component_id=None)
         m = service.match_rule(s, c, T0)
         assert m is not None and m[0] == unit
+
+
+def test_duplicates_from_earlier_cases_up_to_50_metres_in_every_direction(city: Any) -> None:
+    """An open case of the same category written earlier is listed as a duplicate of new
+    reports up to 50 m away east, north or diagonally, not at 56 m nor in another category;
+    the batch finds the same as the workflow's own duplicate search."""
+    import math
+
+    from cityops.geo.crs import distance_m
+
+    pts, cat_id, _ = _spots(city)
+    x, y = pts[3]
+    dy = 1 / 111_320  # about one metre north, and east at this latitude
+    dx = dy / math.cos(math.radians(y))
+    spots = {
+        "east 45": (x + 45 * dx, y),
+        "north 48": (x, y + 48 * dy),
+        "south-west 46": (x - 32.5 * dx, y - 32.5 * dy),
+        "east 56": (x + 56 * dx, y),
+    }
+    for name, (lon, lat) in spots.items():
+        assert abs(distance_m(x, y, lon, lat) - int(name.split()[-1])) < 1.5, name
+    b = intake.IntakeBatcher(city)
+    with city.session() as s:
+        base = _prepared(s, "inspector1", x, y, cat_id, T0)
+        other_cat = matter_category(s, "占道").id
+        assert other_cat != cat_id
+    job = intake._Job(base, intake.Future())
+    b._write_batch(city, [job])
+    first = job.future.result(5).case_id
+    with city.session() as s:
+        later = [_prepared(s, "inspector1", lon, lat, cat_id, T0) for lon, lat in spots.values()]
+        later.append(_prepared(s, "inspector1", x, y, other_cat, T0))
+    jobs = [intake._Job(p, intake.Future()) for p in later]
+    b._write_batch(city, jobs)
+    found = [[d["id"] for d in j.future.result(5).duplicates] for j in jobs]
+    assert [first in f for f in found] == [True, True, True, False, False]
+    with city.session() as s:  # the workflow's own search agrees
+        for name, (lon, lat) in spots.items():
+            ids = [c.id for c in service.find_duplicates(s, cat_id, lon, lat, T0)]
+            assert (first in ids) == (name != "east 56"), name
