@@ -545,17 +545,25 @@ def month_of(d: date) -> date:
     return d.replace(day=1)
 
 
+MonthKey = tuple[date, str, int, str, int]
+
+
+def _month_key(k: Key) -> MonthKey:
+    """The monthly level's key of a daily key: month, metric, unit, grid (regions only), user."""
+    day, unit, grid, _cat, user, metric = k
+    return (month_of(day), metric, unit, grid if metric.startswith("r_") else "", user)
+
+
 def upsert_sums(session: Session, sums: dict[Key, int]) -> int:
     """Add summed counters to both levels (daily and monthly)."""
     if not sums:
         return 0
     conn = session.connection()
-    monthly: dict[tuple[date, str, int, str, int], int] = {}
+    monthly: dict[MonthKey, int] = {}
     rows = []
     for k, n in sorted(sums.items()):  # one lock order: no deadlock between writers
-        day, unit, grid, _cat, user, metric = k
         rows.append((*k, n))
-        mk = (month_of(day), metric, unit, grid if metric.startswith("r_") else "", user)
+        mk = _month_key(k)
         monthly[mk] = monthly.get(mk, 0) + n
     _execute_upsert(conn, "daily", rows)
     _execute_upsert(conn, "monthly", [(*k, n) for k, n in sorted(monthly.items())])
@@ -783,7 +791,8 @@ def rebuild(session: Session, since: date | None = None) -> int:
 
     Every fact's day is on or before the day of the event behind it, so only cases with an
     event on or after ``since`` can add to days ≥ ``since``: those are replayed in full and
-    their facts of days ≥ ``since`` kept. The monthly level is then summed from the daily one.
+    their facts of days ≥ ``since`` kept. The monthly level is summed on the way (full
+    rebuild) or re-summed from the daily one for the months from ``since``'s on.
     """
     d = delete(EvalDailyCount)
     if since is not None:
@@ -796,16 +805,31 @@ def rebuild(session: Session, since: date | None = None) -> int:
             session.scalars(select(CaseEvent.case_id).where(CaseEvent.at >= start).distinct())
         )
     sums: dict[Key, int] = {}
+    # a full rebuild sums the monthly level on the way (small: no GROUP BY over the whole
+    # daily table afterwards); a partial one re-sums its months from the daily level
+    monthly: dict[MonthKey, int] | None = {} if since is None else None
     n = 0
     conn = session.connection()
+
+    def write(sums: dict[Key, int]) -> None:
+        _execute_upsert(conn, "daily", [(*k, c) for k, c in sums.items()])
+        if monthly is not None:
+            for k, c in sums.items():
+                mk = _month_key(k)
+                monthly[mk] = monthly.get(mk, 0) + c
+
     for f in replay(session, ids):
         if since is not None and f.day < since:
             continue
         n += 1
         sums[f.key] = sums.get(f.key, 0) + f.n
         if len(sums) >= 200_000:
-            _execute_upsert(conn, "daily", [(*k, c) for k, c in sums.items()])
+            write(sums)
             sums = {}
-    _execute_upsert(conn, "daily", [(*k, c) for k, c in sums.items()])
-    rebuild_monthly(session, since)
+    write(sums)
+    if monthly is None:
+        rebuild_monthly(session, since)
+    else:
+        session.execute(delete(EvalMonthlyCount))
+        _execute_upsert(conn, "monthly", [(*k, c) for k, c in sorted(monthly.items())])
     return n
