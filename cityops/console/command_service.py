@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from cityops.core.db import utcnow
 from cityops.core.security import Principal, prefix_filter
 from cityops.evaluation.models import EvalDailyCount
 from cityops.geo.crs import distance_m
-from cityops.geo.index import indexes_for, read_geo_version
+from cityops.geo.index import GridIndex, indexes_for, read_geo_version
 from cityops.geo.models import H3_RES, Category, Component, Region
 from cityops.worktime.service import TZ
 
@@ -126,14 +127,36 @@ def grid_layer(
         return None
     gi = indexes_for(session).grids(session)
     hits = np.sort(gi.tree.query(shapely.box(*bbox)))[:MAX_FEATURES]
+    cache = _grid_features(gi)
     feats = []
-    for i in hits:
-        code = gi.codes[int(i)]
+    for i in map(int, hits):
+        code = gi.codes[i]
         if not _in_scope(code, prefix):
             continue
-        g = shapely.simplify(gi.geoms[int(i)], 0.00002, preserve_topology=True)
-        feats.append(_feature(g, {"code": code}))
+        f = cache[i]
+        if f is None:
+            g = shapely.simplify(gi.geoms[i], 0.00002, preserve_topology=True)
+            f = cache[i] = _feature(g, {"code": code})
+        feats.append(f)
     return {"type": "FeatureCollection", "features": feats}
+
+
+# simplified grid features of a grid index, filled as they are first shown (a district's view
+# at zoom 14 holds over a thousand grids: simplifying them again on every page cost ~50 ms);
+# the index is referenced weakly, so a replaced index (new geo version) is not kept alive
+_grid_feature_cache: dict[int, tuple[weakref.ref[GridIndex], list[dict[str, Any] | None]]] = {}
+
+
+def _grid_features(gi: GridIndex) -> list[dict[str, Any] | None]:
+    with _cache_lock:
+        hit = _grid_feature_cache.get(id(gi))
+        if hit is not None and hit[0]() is gi:
+            return hit[1]
+        if len(_grid_feature_cache) >= 4:  # one index per database (tests use several)
+            _grid_feature_cache.clear()
+        feats: list[dict[str, Any] | None] = [None] * len(gi.codes)
+        _grid_feature_cache[id(gi)] = (weakref.ref(gi), feats)
+        return feats
 
 
 def component_points(
@@ -221,10 +244,11 @@ def case_hexagons(session: Session, principal: Principal, res: int) -> list[dict
 
 
 def hexagon_layers(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """One GeoJSON collection per colour (overdue / near due / normal)."""
+    """One GeoJSON collection per colour (overdue / near due / normal); coordinates rounded
+    to 1e-5° (about 1 m) as for the other layers: half the bytes of full-precision floats."""
     groups: dict[str, list[dict[str, Any]]] = {k: [] for k in STAGE_COLOURS}
     for c in cells[:MAX_FEATURES]:
-        ring = [(lng, lat) for lat, lng in h3.cell_to_boundary(c["h3"])]
+        ring = [[round(lng, 5), round(lat, 5)] for lat, lng in h3.cell_to_boundary(c["h3"])]
         ring.append(ring[0])
         groups[c["state"]].append(
             {
@@ -320,6 +344,7 @@ def clear_kpi_cache() -> None:
     with _cache_lock:
         _kpi_cache.clear()
         _region_cache.clear()
+        _grid_feature_cache.clear()
 
 
 def _kpis(
