@@ -7,7 +7,7 @@ from typing import Any
 
 import h3
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cityops.access.models import User
 from cityops.cases import service
@@ -161,6 +161,27 @@ async def test_map_page_shows_kpis_and_click_details_for_a_district_leader(city:
         user.find(marker="map").trigger("mapClick", {"latlng": {"lat": a.lat, "lng": a.lon}})
         await user.should_see(marker=f"details-case-{number}")
         await user.should_see(marker="details-place")
+        # the lifeline layers are on (no alarm: the facilities in their device colours), and
+        # a click on a waterlogging point of the district names it with its state
+        await user.should_see(marker="layer-lifeline")
+        await user.should_see(marker="layer-ponding")
+        names = {layer.to_dict()["args"][1]["style"]["color"] for layer in m.layers
+                 if len(layer.to_dict()["args"]) > 1}  # fmt: skip
+        assert "#2e7d32" in names  # online facilities / normal points
+        with city.session() as s:
+            from cityops.flood.models import WaterloggingPoint
+
+            scope = principal(s, "district1").scope_region_code
+            wp = s.scalars(
+                select(WaterloggingPoint)
+                .where(WaterloggingPoint.grid_code.like(f"{scope}%"))
+                .order_by(WaterloggingPoint.code)
+            ).first()
+            assert wp is not None
+            code, name, wlon, wlat = wp.code, wp.name, wp.lon, wp.lat
+        user.find(marker="map").trigger("mapClick", {"latlng": {"lat": wlat, "lng": wlon}})
+        await user.should_see(marker=f"details-{code}")
+        await user.should_see(name)
 
 
 async def test_map_is_refused_to_other_roles_and_uses_a_configured_basemap(
@@ -189,3 +210,45 @@ async def test_map_is_refused_to_other_roles_and_uses_a_configured_basemap(
                 ],
             }
         ]
+
+
+def test_lifeline_layers_sensors_alarms_and_waterlogging_points_in_scope(city: Any) -> None:
+    """The map's lifeline layers: every monitored facility of the scope (coloured by device
+    status), a methane alarm turns its facility red and lists it among the alarms, the
+    waterlogging points of the flood board; a district leader gets only their district's;
+    a dispatcher (no flood board) gets no waterlogging points rather than an error."""
+    from cityops.flood.models import WaterloggingPoint
+    from cityops.monitoring.models import Facility
+    from cityops.monitoring.ui import LEVEL_COLOURS, STATUS_COLOURS
+    from tests.monitoring_support import at, facility_of, ingest, reading
+
+    ch4 = "GAS-VW-001-CH4"
+    with city.session() as s:
+        leader, district = principal(s, "leader1"), principal(s, "district1")
+        scope = district.scope_region_code
+        assert scope
+        n_fac = s.scalar(select(func.count()).select_from(Facility))
+        n_pts = s.scalar(select(func.count()).select_from(WaterloggingPoint))
+        in_district = set(
+            s.scalars(select(Facility.code).where(Facility.grid_code.like(f"{scope}%")))
+        )
+        pts_district = set(s.scalars(select(WaterloggingPoint.code).where(WaterloggingPoint.grid_code.like(f"{scope}%"))))  # fmt: skip
+        lines = command_service.lifeline(s, leader, at(0))
+        assert len(lines["sensors"]) == n_fac > 0 and len(lines["ponding"]) == n_pts > 0
+        assert lines["alarms"] == []
+        assert {x["colour"] for x in lines["sensors"]} <= set(STATUS_COLOURS.values())
+        mine = command_service.lifeline(s, district, at(0))
+        assert {x["code"] for x in mine["sensors"]} == in_district
+        assert {x["code"] for x in mine["ponding"]} == pts_district
+        assert 0 < len(in_district) < n_fac
+        assert command_service.lifeline(s, principal(s, "dispatcher1"), at(0))["ponding"] == []
+        fac = facility_of(s, ch4).code
+    ingest(city, [reading(ch4, "ch4", at(2), 30.0)], at(2))  # 30 %LEL: 一级
+    with city.session() as s:
+        lines = command_service.lifeline(s, principal(s, "leader1"), at(3))
+        [hit] = [x for x in lines["alarms"] if x["code"] == fac]
+        assert hit["alarm_level"] == 1 and hit["colour"] == LEVEL_COLOURS[1]
+        near = command_service.lifeline_near(lines, hit["lon"] + 0.0001, hit["lat"], 30.0)
+        assert near[0]["code"] == fac and near[0]["distance_m"] < 12
+        layers = command_service.marker_layers(lines["alarms"], 40.0, diamond=True)
+        assert [len(fc["features"]) for fc in layers.values()] == [1]

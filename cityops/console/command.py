@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 import threading
 from typing import Any
@@ -62,6 +63,9 @@ from cityops.console.command_service import (
     hex_resolution,
     hexagon_layers,
     kpis,
+    lifeline,
+    lifeline_near,
+    marker_layers,
     region_layers,
     scope_centre,
     view_bbox,
@@ -69,7 +73,7 @@ from cityops.console.command_service import (
 from cityops.console.i18n import t
 from cityops.console.layout import frame, nav_item
 from cityops.console.widgets import tid
-from cityops.core.db import get_db
+from cityops.core.db import get_db, utcnow
 from cityops.core.settings import get_settings
 from cityops.geo.index import read_geo_version
 
@@ -176,6 +180,9 @@ class _Map(ui.leaflet):
         for layer in self.layers:
             if layer.id not in shipped:
                 self.run_method("add_layer", layer.to_dict(), layer.id)
+
+
+PONDING_STATES_ZH = {"normal": "正常", "warning": "预警", "closed": "封闭", "unknown": "无数据"}
 
 
 def _one_path(fc: dict[str, Any]) -> dict[str, Any]:
@@ -348,6 +355,13 @@ def register() -> None:
                             ui.checkbox(t("部件", "Components"), value=True), "layer-components"
                         ),
                         "cases": tid(ui.checkbox(t("案件", "Cases"), value=True), "layer-cases"),
+                        "lifeline": tid(
+                            ui.checkbox(t("生命线监测", "Lifeline sensors"), value=True),
+                            "layer-lifeline",
+                        ),
+                        "ponding": tid(
+                            ui.checkbox(t("积水点", "Waterlogging"), value=True), "layer-ponding"
+                        ),
                     }
                     for state_name, colour in (
                         (t("超期", "Overdue"), STAGE_COLOURS["overdue"]),
@@ -438,6 +452,28 @@ def register() -> None:
                     for state_name in STAGE_COLOURS:
                         put(f"h-{state_name}", "geoJSON", [])
                     state["cells"] = 0
+                lines = lifeline(s, p, utcnow())
+                state["lifeline"] = lines
+            # markers keep a size on screen: metres per pixel at this zoom and latitude
+            mpp = 156_543 * math.cos(math.radians(c_lat)) / 2**z
+            groups = {
+                "sensors": marker_layers(lines["sensors"], 9 * mpp)
+                if show["lifeline"].value
+                else {},
+                "alarms": marker_layers(lines["alarms"], 18 * mpp, diamond=True)
+                if show["lifeline"].value
+                else {},
+                "ponding": marker_layers(lines["ponding"], 12 * mpp, diamond=True)
+                if show["ponding"].value
+                else {},
+            }
+            for kind, layers in groups.items():
+                for name in [n for n in state["layers"] if n.startswith(f"{kind}-")]:
+                    if name[len(kind) + 1 :] not in layers:
+                        put(name, "geoJSON", [])
+                for colour, fc in layers.items():
+                    style = {"color": colour, "weight": 2, "fillOpacity": 0.8}
+                    put(f"{kind}-{colour}", "geoJSON", [fc, {"style": style}])
 
         def moved(e: events.GenericEventArguments) -> None:
             new_zoom = e.args.get("zoom", state["zoom"])
@@ -476,6 +512,21 @@ def register() -> None:
                         f"{t('部件', 'Component')} {comp['code']} {comp['category']} "
                         f"({comp['status']}, {comp['distance_m']} m)"
                     )
+                mpp = 156_543 * math.cos(math.radians(c_lat)) / 2 ** float(state["zoom"])
+                near = lifeline_near(state.get("lifeline") or {"sensors": [], "ponding": []},
+                                     c_lon, c_lat, max(30.0, 12 * mpp))  # fmt: skip
+                for it in near[:5]:
+                    if it["kind"] == "ponding":
+                        depth = "—" if it["depth_cm"] is None else f"{it['depth_cm']:.0f} cm"
+                        text = f"{t('积水点', 'Waterlogging')} {it['name']} · {depth} · " + t(
+                            PONDING_STATES_ZH.get(it["status"], it["status"]), it["status"]
+                        )
+                    else:
+                        level = it["alarm_level"]
+                        alarm = t(f" · {level}级告警", f" · level {level} alarm") if level else ""
+                        devices = ", ".join(f"{d['code']} ({d['status']})" for d in it["devices"])
+                        text = f"{t('监测设施', 'Facility')} {it['name']}{alarm} · {devices}"
+                    tid(ui.label(text).style(f"color: {it['colour']}"), f"details-{it['code']}")
                 if not d["cases"]:
                     ui.label(t("此处无在办案件", "No open cases here")).classes("text-grey-7")
                 for c in d["cases"]:

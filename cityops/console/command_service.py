@@ -260,6 +260,115 @@ def hexagon_layers(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: {"type": "FeatureCollection", "features": v} for k, v in groups.items()}
 
 
+# --------------------------------------------------------------------------- lifelines
+
+#: Colours of a waterlogging point by its state on the flood board.
+PONDING_COLOURS = {
+    "normal": "#2e7d32",
+    "warning": "#f57c00",
+    "closed": "#d32f2f",
+    "unknown": "#757575",
+}
+
+
+def lifeline(session: Session, principal: Principal, now: datetime) -> dict[str, Any]:
+    """The lifeline layers (城市生命线 and 防汛) of the user's scope: monitored facilities
+    coloured by their worst open alarm (一级 red … 四级 blue) or else by their devices'
+    status, the facilities with an open alarm, and the waterlogging points with their depth
+    and state. A role that may not see one of them gets it empty."""
+    from cityops.core.errors import DomainError
+    from cityops.flood import service as flood
+    from cityops.monitoring import service as monitoring
+    from cityops.monitoring.ui import facility_colour
+
+    out: dict[str, Any] = {"sensors": [], "alarms": [], "ponding": []}
+    try:
+        fc = monitoring.map_layer(session, principal)
+    except DomainError:
+        fc = {"features": []}
+    for f in fc["features"]:
+        props = f["properties"]
+        lon, lat = f["geometry"]["coordinates"]
+        item = {
+            "kind": "facility",
+            "code": props["code"],
+            "name": props["name"],
+            "lon": lon,
+            "lat": lat,
+            "colour": facility_colour(props),
+            "alarm_level": props.get("alarm_level"),
+            "devices": [
+                {"code": d["code"], "type": d["device_type"], "status": d["status"]}
+                for d in props.get("devices", [])
+            ],
+        }
+        out["sensors"].append(item)
+        if item["alarm_level"] is not None:
+            out["alarms"].append(item)
+    try:
+        board = flood.board(session, principal, now)
+    except DomainError:
+        board = {"points": []}
+    for pt in board["points"]:
+        out["ponding"].append(
+            {
+                "kind": "ponding",
+                "code": pt["code"],
+                "name": pt["name"],
+                "lon": pt["lon"],
+                "lat": pt["lat"],
+                "colour": PONDING_COLOURS.get(pt["status"], PONDING_COLOURS["unknown"]),
+                "status": pt["status"],
+                "depth_cm": pt["depth_cm"],
+                "arrived": pt["arrived"],
+            }
+        )
+    return out
+
+
+def marker_layers(
+    items: list[dict[str, Any]], size_m: float, diamond: bool = False
+) -> dict[str, Any]:
+    """Points as small squares (or diamonds) of about ``size_m`` metres, one GeoJSON
+    collection per colour (GeoJSON points would need a JavaScript marker factory)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for it in items:
+        x, y = it["lon"], it["lat"]
+        dy = size_m / 2 / 111_000
+        dx = dy / math.cos(math.radians(y))
+        ring = (
+            [[x, y - dy], [x + dx, y], [x, y + dy], [x - dx, y], [x, y - dy]]
+            if diamond
+            else [
+                [x - dx, y - dy],
+                [x + dx, y - dy],
+                [x + dx, y + dy],
+                [x - dx, y + dy],
+                [x - dx, y - dy],
+            ]
+        )
+        groups[it["colour"]].append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"code": it["code"]},
+            }
+        )
+    return {c: {"type": "FeatureCollection", "features": g} for c, g in sorted(groups.items())}
+
+
+def lifeline_near(
+    items: dict[str, Any], lon: float, lat: float, radius_m: float
+) -> list[dict[str, Any]]:
+    """The facilities and waterlogging points within ``radius_m`` of a click, nearest first."""
+    found = []
+    for it in [*items["sensors"], *items["ponding"]]:
+        d = distance_m(lon, lat, it["lon"], it["lat"])
+        if d <= radius_m:
+            found.append({**it, "distance_m": round(d, 1)})
+    return sorted(found, key=lambda x: x["distance_m"])
+
+
 def details_at(
     session: Session, principal: Principal, lon: float, lat: float, zoom: float
 ) -> dict[str, Any]:
