@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import cityops.core.types
+from cityops.core.types import UTCDateTime
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -32,7 +32,7 @@ def upgrade() -> None:
     # plain ADD COLUMN (no batch, no foreign key): never a copy of the cases table on SQLite
     for col, _action in _USERS:
         op.add_column("cases", sa.Column(col, sa.Integer(), nullable=True))
-    op.add_column("cases", sa.Column("dispatch_stage_at", cityops.core.types.UTCDateTime()))
+    op.add_column("cases", sa.Column("dispatch_stage_at", UTCDateTime()))
     approved = (
         "(e.data ->> 'approve') = 'true'"
         if op.get_bind().dialect.name == "postgresql"
