@@ -1,5 +1,7 @@
 """Import of legacy cases (cityops.cases.legacy_import): round trips, every kind of bad row
-(with file, row, field, value), nothing written on an error, ``--skip-invalid``, the CLI."""
+(with file, row, field, value), nothing written on an error, ``--skip-invalid``, the CLI; the
+fast paths (CSV splitting, timestamp matrix, batched write, deferred checks) against the
+general ones."""
 
 from __future__ import annotations
 
@@ -12,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from cityops.cases import service
-from cityops.cases.legacy_import import import_cases, parse_times
+from cityops.cases import legacy_import, service
+from cityops.cases import simulate as sim
+from cityops.cases.legacy_import import FIELDS, import_cases, parse_times
 from cityops.cases.models import Case, CaseEvent, CaseUnit
 from cityops.core.audit import AuditLog
 from cityops.core.db import Database
 from cityops.core.settings import get_settings
+from cityops.core.tabular import TabularInput, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.models import Component, Grid, Unit
 from cityops.geo.service import locate
@@ -259,6 +263,34 @@ def test_json_object_with_cases_key_and_native_values(city: Database, tmp_path: 
         assert "objects are numbered" not in report.to_text()  # no errors, no numbering note
 
 
+def test_json_field_names_missing_keys_and_non_objects(city: Database, tmp_path: Path) -> None:
+    """Field names are matched case- and space-insensitively, a missing key is no value, an
+    entry that is not an object is a bad row (skipped with --skip-invalid)."""
+    with city.session() as s:
+        rows = good_rows(s)[:3]
+    first = {f" {k.upper()} ": v for k, v in rows[0].items()}
+    second = dict(rows[1])
+    del second["reporter_phone"]
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps([first, "not a case", second, rows[2]], ensure_ascii=False), "utf-8")
+    with city.session() as s:
+        report = import_cases(s, path)
+        assert [(e.row, e.field, e.message) for e in report.errors] == [
+            (2, "(object)", "not a JSON object")
+        ] + [(2, f, f"required field {f!r} is empty") for f in legacy_import.REQUIRED]
+        assert report.written == 0
+        s.rollback()
+    with city.session() as s:
+        report = import_cases(s, path, skip_invalid=True)
+        assert (report.written, report.invalid_rows) == (3, 1)
+    with city.session() as s:
+        got = {c.number: c for c in s.scalars(select(Case))}
+        assert set(got) == {r["number"] for r in rows}
+        assert got[rows[0]["number"]].close_type == "正常"
+        assert got[rows[1]["number"]].reporter_phone is None
+        assert got[rows[1]["number"]].reporter_name == "王小明"
+
+
 # --------------------------------------------------------------------------- bad rows
 
 Mutation = Callable[[list[Row]], None]
@@ -395,6 +427,187 @@ def test_parse_times() -> None:
     assert t[0] == t[2]  # 09:00 local is 01:00 UTC
     t, bad = parse_times(["2025-03-17 09:00:00.5", "2025-03-17"])
     assert bad == [] and t[0] - t[1] == (9 * 3600 + 0.5) * 1_000_000
+
+
+def _one_by_one(v: str) -> int | None:
+    """UTC µs of one value the slow way (datetime), None when it is not a date-time."""
+    d = legacy_import._parse_one(v)
+    if d is None:
+        return None
+    return sim.to_us((d if d.tzinfo else d.replace(tzinfo=TZ)).astimezone(UTC))
+
+
+def test_parse_times_column_paths_agree_with_one_by_one() -> None:
+    """Mixed columns take the character-matrix path for the plain spellings and datetime for
+    the rest: every value gets what it gets alone; impossible dates are refused."""
+    values: list[str | None] = [
+        "2025-03-17 09:00:00",
+        "2025/03/17 09:30",  # "/" dates: numpy refuses them, the matrix reads them
+        "2025-03-17T09:00:00+08:00",
+        "2025-03-17 01:00:00Z",
+        None,
+        "2024-02-29",  # leap day
+        "2025-02-29 10:00",  # no such day
+        "2025-02-30 10:00",
+        "2025-13-01 10:00",
+        "2025-03-17 24:00",
+        "2025-03-17 09:60",
+        "2025-03-17 09:00:00.250000",
+        "2025-03-17x09:00",  # any separator datetime accepts is still accepted, one by one
+        "２０２５-03-17 09:00",  # full-width digits: not the matrix's
+        "2025-3-7 9:05",  # unpadded (Excel): one by one
+        "yesterday",
+    ]
+    t, bad = parse_times(values)
+    for i, v in enumerate(values):
+        if v is None:
+            assert t[i] == sim.NONE_T and i not in bad
+            continue
+        want = _one_by_one(v)
+        assert (i in bad) == (want is None), v
+        if want is not None:
+            assert int(t[i]) == want, v
+    assert {values[i] for i in bad} >= {"2025-02-29 10:00", "2025-02-30 10:00", "yesterday"}
+    # the plain spellings alone (the whole column through numpy or the matrix)
+    for column in (values[:2], values[:1] + values[5:6], ["2025/03/17 09:30", "2024-02-29"]):
+        t2, bad2 = parse_times(column)
+        assert bad2 == [] and [int(x) for x in t2] == [_one_by_one(v) for v in column]
+
+
+CSV_SHAPES = {
+    "plain": "number,source,stage\nA1,inspector,closed\nA2, hotline ,\n",
+    "no final newline": "number,source\nA1,x\nA2,y",
+    "crlf": "number,source\r\nA1,x\r\nA2,y\r\n",
+    "bare cr": "number,source\rA1,x\rA2,y\r",
+    "quotes": 'number,description\nA1,"a, b"\nA2,"two\nlines"\n',
+    "blank line inside": "number,source\nA1,x\n\nA2,y\n",
+    "blank lines at the end": "number,source\nA1,x\n\n , \n,\n",
+    "short and long rows": "number,source,stage\nA1,x\nA2,y,z,\nA3,y,z,extra\n",
+    "whitespace": "number,source\n  A1  ,\t\n\u3000A2\u3000,\x0bz\n",
+    "duplicate header": "number,Number\nA1,x\n",
+    "empty": "",
+    "header only": "number,source\n",
+    "one column": "number\nA1\n\nA2\n\n",
+    "nul": "number,source\nA1,x\x00\n",
+    "bom and unknown column": "\ufeffnumber,colour\nA1,red\n",
+    "blank header": ",\nA1,x\n",
+}
+
+
+@pytest.mark.parametrize("shape", list(CSV_SHAPES))
+@pytest.mark.parametrize("encoding", ["utf-8", "gb18030"])
+def test_csv_reading_matches_the_shared_reader(tmp_path: Path, shape: str, encoding: str) -> None:
+    """The import splits plain files itself: same columns, notes and problems as
+    cityops.core.tabular.read_csv for every shape of file."""
+    path = tmp_path / "shape.csv"
+    path.write_bytes(CSV_SHAPES[shape].encode(encoding))
+    got = []
+    for reader in (read_csv, legacy_import._read_csv):
+        inp = TabularInput(kind="cases", file=path.name, fmt="csv", known=frozenset(FIELDS))
+        problems = reader(path, inp)
+        got.append((problems, inp.n, inp.cols, inp.present, inp.notes, inp.unreadable, inp.geoms))
+    assert got[1] == got[0]
+
+
+def _snapshot(s: Session) -> dict[str, Any]:
+    """Everything the import wrote, but the random tracking codes."""
+    cases = Case.__table__
+    cols = [c for c in cases.c if c.name != "tracking_code"]
+    return {
+        "cases": s.execute(select(*cols).order_by(cases.c.id)).all(),
+        "events": s.execute(select(CaseEvent.__table__).order_by(CaseEvent.id)).all(),
+        "units": sorted(s.execute(select(CaseUnit.__table__)).all()),
+    }
+
+
+def test_batches_and_deferred_checks_write_the_same(
+    city: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written in batches of 2 with the indexes (and on PostgreSQL the foreign keys) dropped
+    and rebuilt, the import leaves exactly what one batch with every check in place does;
+    event ids run without gaps in each case's history order."""
+    with city.session() as s:
+        rows = good_rows(s)
+    path = write_file(tmp_path / "legacy.csv", rows)
+    with city.session() as s:
+        one = import_cases(s, path)
+        assert one.ok and one.written == 7, one.to_text()
+        expected = _snapshot(s)
+        s.rollback()
+    calls: list[str] = []
+    drop, restore = sim.drop_checks, sim.restore_checks
+    monkeypatch.setattr(legacy_import, "BATCH", 2)
+    monkeypatch.setattr(sim, "DEFER_CHECKS_FROM", 1)
+    monkeypatch.setattr(sim, "drop_checks", lambda c: (calls.append("drop"), drop(c))[1])
+    monkeypatch.setattr(sim, "restore_checks", lambda c: (calls.append("restore"), restore(c))[1])
+    with city.session() as s:
+        batched = import_cases(s, path)
+        assert batched.ok and batched.written == 7, batched.to_text()
+        assert calls == ["drop", "restore"]
+        assert _snapshot(s) == expected
+        insp = inspect(s.connection())
+        have = {ix["name"] for t in ("cases", "case_events") for ix in insp.get_indexes(t)}
+        assert {ix.name for ix in sim.deferrable_indexes()} <= have
+        if city.engine.dialect.name == "postgresql":
+            fks = {fk["name"] for t in ("cases", "case_events") for fk in insp.get_foreign_keys(t)}
+            assert "fk_case_events_case_id_cases" in fks and "fk_cases_grid_id_grids" in fks
+        for phase in ("read", "validate", "prepare", "cases", "events", "indexes"):
+            assert phase in batched.timings
+    events = expected["events"]
+    ids = [e.id for e in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))
+    assert [(e.case_id, e.at) for e in events] == sorted((e.case_id, e.at) for e in events)
+    with city.session() as s:
+        assert check_history(s) == []
+
+
+def _many(s: Session, copies: int) -> list[Row]:
+    rows = []
+    for k in range(copies):
+        for j, r in enumerate(good_rows(s) if k == 0 else rows[:7]):
+            rows.append({**r, "number": f"BIG{k:04d}{j}"})
+    return rows
+
+
+def test_a_bad_row_in_a_large_file_is_named_and_nothing_is_written(
+    city: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2,100 rows, written in batches of 500: a bad row near the end still names its row,
+    field and value; nothing is written; skipping writes exactly the other rows."""
+    monkeypatch.setattr(legacy_import, "BATCH", 500)
+    with city.session() as s:
+        rows = _many(s, 300)
+    rows[999]["lead_unit_code"] = "NO-SUCH"  # row 1000
+    rows[1999]["reported_at"] = "2025-02-30 10:00"  # row 2000: no such day
+    path = write_file(tmp_path / "big.csv", rows)
+    before = counts(city)
+    with city.session() as s:
+        report = import_cases(s, path)
+    assert (report.total, report.written, report.error_count, report.invalid_rows) == (
+        2100,
+        0,
+        2,
+        2,
+    )
+    e1, e2 = report.errors
+    assert (e1.file, e1.row, e1.field, e1.value) == ("big.csv", 1000, "lead_unit_code", "NO-SUCH")
+    assert "unknown unit" in e1.message
+    assert (e2.row, e2.field, e2.value) == (2000, "reported_at", "2025-02-30 10:00")
+    assert "not a date-time" in e2.message
+    text = report.to_text()
+    assert "NOTHING written" in text
+    assert 'big.csv: row 2000, field "reported_at", value "2025-02-30 10:00"' in text
+    assert counts(city) == before
+    with city.session() as s:
+        report = import_cases(s, path, skip_invalid=True)
+    assert (report.written, report.invalid_rows) == (2098, 2)
+    with city.session() as s:
+        numbers = set(s.scalars(select(Case.number)))
+        assert numbers == {r["number"] for k, r in enumerate(rows) if k not in (999, 1999)}
+        ids = list(s.scalars(select(CaseEvent.id).order_by(CaseEvent.id)))
+        assert ids == list(range(ids[0], ids[0] + len(ids)))  # one history, no gaps
+        assert f"{len(ids)} history events written" in report.notes
+        assert check_history(s) == []
 
 
 # --------------------------------------------------------------------------- CLI

@@ -63,33 +63,56 @@ given (上报, 受理, 核实, 立案, 派遣, 签收, 处置, 核查, 结案, a
 actor ``import``, in workflow order, each starting from the stage the previous one left),
 the deadline and 临期 instant of each open case's current stage (what the workflow would
 have set; the 临期/超期 flags themselves are left to the scheduler), an inspector of the
-grid for open 核实/核查 tasks, and one audit summary row
-(:func:`cityops.core.audit.record`, ``action="import"``). Validation is vectorised
-(numpy, one grid lookup for all points); rows go in with bulk statements (SQLite
-``executemany``, PostgreSQL ``COPY``) in the caller's transaction. A file at least as big as
-the table and of at least :data:`~cityops.cases.simulate.DEFER_CHECKS_FROM` rows has the
-secondary indexes (and on PostgreSQL the foreign keys) of the case tables rebuilt once after
-the load, in the same transaction.
+grid for open 核实/核查 tasks, the case actor columns (``accepted_by_id`` … from
+:func:`cityops.cases.simulate.actor_columns`), the daily number counters, and one audit
+summary row (:func:`cityops.core.audit.record`, ``action="import"``). The evaluation
+rollups are not written by :func:`import_cases`: run ``cityops evaluation rebuild`` after it
+(the ``cityops import cases`` command does).
+
+How
+===
+
+Everything is done column by column, never per row in Python where it can be helped: the
+CSV is split into columns (the ``csv`` module only when the file has quotes), timestamps are
+parsed by numpy or as one ``uint8`` matrix per column (other spellings fall back to
+:func:`datetime.fromisoformat`), lookups go through one dictionary per column of distinct
+values, the points through one grid lookup, and each check loops only over the rows it
+flags. The rows are then written in batches of :data:`BATCH`, in the caller's transaction:
+the case rows pre-formatted (SQLite ``executemany``, where constant columns are SQL
+literals; PostgreSQL ``COPY``), then their lead units and their history derived from the new
+case rows by one ``INSERT … SELECT`` each, in the database (the history holds nothing that is
+not on the case row but each case's first event id and the co-units of its 派遣, which come
+from a temporary table). A worker thread prepares the next batch while the database runs
+those statements. A file at least as big as the table and of at least
+:data:`~cityops.cases.simulate.DEFER_CHECKS_FROM` rows has the secondary indexes (and on
+PostgreSQL the foreign keys) of the case tables rebuilt once after the load, in the same
+transaction. ``report.timings`` holds the seconds of each phase.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from itertools import repeat
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any, cast
 
 import h3.api.basic_int as h3i
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 import cityops.models  # noqa: F401  (every mapper configured)
@@ -105,7 +128,7 @@ from cityops.cases.service import CLOCK_STAGE, WARN_FRACTION
 from cityops.core import audit
 from cityops.core.errors import Invalid
 from cityops.core.tabular import TabularInput as _Input
-from cityops.core.tabular import load_json, norm_cell, read_csv
+from cityops.core.tabular import decode_text, load_json, norm_cell
 from cityops.geo import crs as crsmod
 from cityops.geo.importer import ImportIssue, ImportReport, IssueCollector
 from cityops.geo.index import indexes_for
@@ -115,6 +138,8 @@ from cityops.worktime.models import MAX_YEAR, MIN_YEAR
 from cityops.worktime.service import TZ
 
 I64 = NDArray[np.int64]
+B = NDArray[np.bool_]
+Obj = NDArray[np.object_]
 NONE_T = sim.NONE_T
 
 FORMATS = ("csv", "json")
@@ -228,9 +253,27 @@ DEFAULT_END_REASON = "历史数据导入"
 ACTOR = "import"
 #: Tolerance for clock skew when refusing timestamps in the future.
 FUTURE_SLACK = 10 * sim.MINUTE
+#: Stages by code (the plan's ``stage_idx``; -1 = none).
+STAGE_KEYS = tuple(STAGE_RANK)
+_STAGE_CODE = {k: i for i, k in enumerate(STAGE_KEYS)}
+#: Stages from 待签收 on: they need a lead unit.
+_NEEDS_LEAD = tuple(_STAGE_CODE[k] for k in ("sign", "handle", "check", "close"))
+#: Rows per batch of the write: the next batch is prepared (in a worker thread) while the
+#: database writes the current one.
+BATCH = 20_000
+#: Temporary table of what the history statement needs beyond the case row: the id of each
+#: new case's first event and the co-units of its 派遣.
+_EV_TABLE = "cityops_import_history"
 
 
+@dataclass
 class CaseImportReport(ImportReport):
+    #: Seconds per phase: read, validate, setup (what the writing reads from the database),
+    #: prepare (case rows and history slots, in a worker thread: it overlaps the next
+    #: phases), wait (for it), cases (their insert), units, events (the history statement),
+    #: indexes (rebuilt after a deferred load), finish (audit row).
+    timings: dict[str, float] = field(default_factory=dict)
+
     def numbering(self) -> str:
         if self.fmt == "json":
             return "objects are numbered from 1 in file order"
@@ -238,6 +281,104 @@ class CaseImportReport(ImportReport):
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def _clean(values: Sequence[str]) -> list[str | None]:
+    """Cells stripped, empty ones None (``[v.strip() or None for v in values]``)."""
+    out: list[Any] = list(map(str.strip, values))
+    if "" in out:
+        out = [v or None for v in out]
+    return out
+
+
+def _plain_columns(text: str) -> tuple[list[str], list[list[str]]] | None:
+    """The header and the columns of a CSV text that ``csv.reader`` would read as plain
+    ``split(",")`` lines: no quotes, NULs or bare CRs, every data line as wide as the header,
+    no blank last line. None when the general path is needed."""
+    if '"' in text or "\x00" in text:
+        return None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    head, _, body = text.partition("\n")
+    body = body.removesuffix("\n")
+    header = head.split(",")
+    width = len(header)
+    lines = body.split("\n") if body else []
+    if lines and not any(c.strip() for c in lines[-1].split(",")):
+        return None  # trailing blank lines are dropped: the general path does it
+    if lines and set(map(methodcaller("count", ","), lines)) != {width - 1}:
+        return None
+    if max(map(len, lines), default=0) > csv.field_size_limit():
+        return None  # let csv report the oversized field
+    flat = body.replace("\n", ",").split(",") if lines else []
+    return header, [flat[k::width] for k in range(width)]
+
+
+def _read_csv(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
+    """:func:`cityops.core.tabular.read_csv` (same result, notes and problems), with plain
+    files split by ``str.split`` and the cells cleaned column by column."""
+    problems: list[tuple[int, str, str]] = []
+    txt = decode_text(path.read_bytes(), inp)
+    if txt is None:
+        return problems
+    plain = _plain_columns(txt)
+    if plain is not None:
+        first, columns = plain
+        n = len(columns[0])
+    else:
+        try:
+            records = list(csv.reader(io.StringIO(txt, newline="")))
+        except csv.Error as exc:
+            inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
+            return problems
+        first = records[0] if records else []
+    if not any(c.strip() for c in first):
+        inp.unreadable = ("header", "the file has no header row")
+        return problems
+    header = [h.strip().lstrip("\ufeff").lower() for h in first]
+    dup = [h for h, c in Counter(header).items() if c > 1 and h]
+    if dup:
+        inp.unreadable = (dup[0], f"column {dup[0]!r} appears more than once in the header")
+        return problems
+    width = len(header)
+    if plain is None:
+        body = records[1:]
+        # Trailing blank lines are dropped; a blank line inside the file is kept as an empty
+        # row so that row numbers stay the record positions.
+        while body and not any(c.strip() for c in body[-1]):
+            body.pop()
+        fixed: list[list[str]] = body if set(map(len, body)) <= {width} else []
+        for k, rec in enumerate(body if not fixed else ()):
+            if len(rec) != width:
+                if len(rec) > width and any(c.strip() for c in rec[width:]):
+                    problems.append(
+                        (k, "(row)", f"the row has {len(rec)} fields but the header has {width}")
+                    )
+                rec = (rec + [""] * width)[:width]
+            fixed.append(rec)
+        n = len(fixed)
+        columns = list(map(list, zip(*fixed, strict=True))) if fixed else [[] for _ in header]
+    inp.n = n
+    known = inp.known
+    unknown = [h for h in header if h and h not in known]
+    if unknown:
+        inp.notes.append("ignored unknown column(s): " + ", ".join(unknown))
+    for name, values in zip(header, columns, strict=True):
+        if name not in known:
+            continue
+        inp.present.add(name)
+        inp.cols[name] = _clean(values)
+    inp.geoms = [None] * inp.n
+    return problems
+
+
+def _norm_column(values: list[Any]) -> list[str | None]:
+    """:func:`norm_cell` of each value (strings, the common case, column-wise)."""
+    if set(map(type, values)) <= {str}:
+        return _clean(values)
+    return [norm_cell(v) for v in values]
 
 
 def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
@@ -252,30 +393,40 @@ def _read_json(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
         return problems
     inp.n = len(doc)
     rows: list[dict[str, Any]] = []
-    keys: Counter[str] = Counter()
+    keys: set[str] = set()
     for k, obj in enumerate(doc):
         if not isinstance(obj, dict):
             problems.append((k, "(object)", "not a JSON object"))
             rows.append({})
             continue
-        row = {str(key).strip().lower(): v for key, v in obj.items()}
-        keys.update(row.keys())
-        rows.append(row)
+        keys.update(obj)
+        rows.append(obj)
+    if any(key.strip().lower() != key for key in keys):  # field names as written: normalise
+        rows = [{str(key).strip().lower(): v for key, v in obj.items()} for obj in rows]
+        keys = {key.strip().lower() for key in keys}
     known = set(FIELDS)
     unknown = sorted(k for k in keys if k not in known)
     if unknown:
         inp.notes.append("ignored unknown field(s): " + ", ".join(unknown))
-    for name in known:
-        if name in keys:
-            inp.present.add(name)
-            inp.cols[name] = [norm_cell(r.get(name)) for r in rows]
+    names = [name for name in FIELDS if name in keys]
+    columns: list[Sequence[Any]] = []
+    if names:
+        get = itemgetter(*names)
+        try:  # every object has every field: one tuple per object, then the columns
+            tuples = map(get, rows)
+            columns = list(zip(*tuples, strict=True)) if len(names) > 1 else [list(tuples)]
+        except KeyError:
+            columns = [[r.get(name) for r in rows] for name in names]
+    for name, values in zip(names, columns, strict=True):
+        inp.present.add(name)
+        inp.cols[name] = _norm_column(list(values))
     return problems
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _in_chunks(session: Session, column: Any, values: Sequence[str], out: Any) -> dict[str, Any]:
+def _in_chunks(session: Session, column: Any, values: Iterable[str], out: Any) -> dict[str, Any]:
     """``{value: out column}`` for the values that exist in ``column``.
 
     Plain driver statements (no SQL compilation per chunk): PostgreSQL one ``= ANY(array)``
@@ -287,13 +438,31 @@ def _in_chunks(session: Session, column: Any, values: Sequence[str], out: Any) -
     table, col, res = column.table.name, column.name, out.name
     if conn.dialect.name == "postgresql":
         sql = f"SELECT {col}, {res} FROM {table} WHERE {col} = ANY(%(v)s)"
-        return dict(conn.exec_driver_sql(sql, {"v": vals}).tuples().all())
+        return dict(conn.exec_driver_sql(sql, {"v": vals}).all())
     found: dict[str, Any] = {}
     for k in range(0, len(vals), 5000):
         part = vals[k : k + 5000]
         sql = f"SELECT {col}, {res} FROM {table} WHERE {col} IN ({', '.join('?' * len(part))})"
         found.update(conn.exec_driver_sql(sql, tuple(part)).all())
     return found
+
+
+def _nones(col: Sequence[Any]) -> list[int]:
+    """Positions of the empty values (after one C-speed scan: most columns have none)."""
+    if None not in col:
+        return []
+    return [i for i, v in enumerate(col) if v is None]
+
+
+def _all_none(col: Sequence[Any]) -> bool:
+    return col.count(None) == len(col)
+
+
+def _obj(values: Sequence[Any]) -> Obj:
+    """A list as a 1-d object array (numpy would make a 2-d array of a list of lists)."""
+    a = np.empty(len(values), dtype=object)
+    a[:] = values
+    return a
 
 
 def _parse_one(s: str) -> datetime | None:
@@ -312,31 +481,106 @@ def _parse_one(s: str) -> datetime | None:
     return None
 
 
-def parse_times(values: Sequence[str | None]) -> tuple[I64, list[int]]:
-    """UTC µs per value (NONE_T where empty) and the positions that could not be parsed.
+#: Character positions of the plain local spellings read as one uint8 matrix: the digits
+#: (year, month, day, hour, minute, second) by length, and which separators sit where.
+_PLAIN_LENGTHS = (10, 16, 19)
+_DIGIT_AT = ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))
+_SEPARATORS = ((4, b"-/"), (7, b"-/"), (10, b" T"), (13, b":"), (16, b":"))
 
-    Values without a zone are local time (Asia/Shanghai, UTC+8)."""
-    n = len(values)
-    out = np.full(n, NONE_T, dtype=np.int64)
-    idx = [i for i, v in enumerate(values) if v is not None]
-    if not idx:
-        return out, []
-    vals = [values[i] for i in idx]
+
+def _parse_plain(vals: Sequence[str]) -> tuple[I64, B]:
+    """UTC µs of ``YYYY-MM-DD[ HH:MM[:SS]]`` local times (``/`` or ``-`` in the date, `` ``
+    or ``T`` before the time) and which values had that form and a valid calendar date and
+    time of day; the rest is left to :func:`parse_times`' general path."""
+    k = len(vals)
+    out = np.zeros(k, dtype=np.int64)
+    ok = np.zeros(k, dtype=bool)
+    lens = np.fromiter(map(len, vals), dtype=np.int64, count=k)
+    for width in _PLAIN_LENGTHS:
+        sel = np.flatnonzero(lens == width)
+        if not sel.size:
+            continue
+        part = vals if sel.size == k else [vals[j] for j in sel.tolist()]
+        # one byte per character: a non-ASCII character becomes "?" and fails the checks
+        raw = "".join(part).encode("ascii", "replace")
+        a = np.frombuffer(raw, dtype=np.uint8).reshape(-1, width)
+        good = np.ones(len(a), dtype=bool)
+        fields: list[I64] = []
+        for lo, hi in _DIGIT_AT:
+            if hi > width:
+                fields.append(np.zeros(len(a), dtype=np.int64))
+                continue
+            d = a[:, lo:hi].astype(np.int64) - 48
+            good &= ((d >= 0) & (d <= 9)).all(axis=1)
+            fields.append(d @ (10 ** np.arange(hi - lo - 1, -1, -1, dtype=np.int64)))
+        for pos, allowed in _SEPARATORS:
+            if pos < width:
+                good &= np.isin(a[:, pos], np.frombuffer(allowed, dtype=np.uint8))
+        y, mo, d, hh, mi, ss = fields
+        month = (y - 1970) * 12 + (mo - 1)
+        good &= (y >= 1) & (mo >= 1) & (mo <= 12) & (d >= 1) & (hh < 24) & (mi < 60) & (ss < 60)
+        month = np.where(good, month, 0)
+        first = month.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+        after = (month + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+        good &= d <= after - first
+        us = (first + d - 1) * sim.DAY + hh * sim.HOUR + mi * sim.MINUTE + ss * sim.US
+        out[sel] = us - sim.LOCAL_OFFSET
+        ok[sel] = good
+    return out, ok
+
+
+def _parse_numpy(vals: list[str]) -> I64 | None:
+    """UTC µs of zone-less local times when numpy reads every value (without a warning),
+    else None."""
     try:
-        if min(map(len, cast(list[str], vals))) < 10:  # numpy would read "2026" as a year
-            raise ValueError("short")
+        if min(map(len, vals)) < 10:  # numpy would read "2026" as a year
+            return None
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             arr = np.array(vals, dtype="datetime64[us]")
-        if np.isnat(arr).any():
-            raise ValueError("empty")
-        out[np.array(idx)] = arr.astype(np.int64) - sim.LOCAL_OFFSET
-        return out, []
     except (ValueError, Warning):
-        pass
+        return None
+    if np.isnat(arr).any():
+        return None
+    return cast(I64, arr.astype(np.int64) - sim.LOCAL_OFFSET)
+
+
+def parse_times(values: Sequence[str | None]) -> tuple[I64, list[int]]:
+    """UTC µs per value (NONE_T where empty) and the positions that could not be parsed.
+
+    Values without a zone are local time (Asia/Shanghai, UTC+8). A column numpy reads as a
+    whole is read so; else its plain spellings are read as one matrix of characters and the
+    others (zones, ``/`` dates, fractions, …) one by one."""
+    n = len(values)
+    out = np.full(n, NONE_T, dtype=np.int64)
+    if None in values:
+        idx = [i for i, v in enumerate(values) if v is not None]
+        vals = cast(list[str], [values[i] for i in idx])
+    else:
+        idx = list(range(n))
+        vals = cast(list[str], list(values))
+    if not idx:
+        return out, []
+    got = _parse_numpy(vals)
+    if got is not None:
+        if len(idx) == n:
+            return got, []
+        out[np.array(idx, dtype=np.int64)] = got
+        return out, []
+    t, ok = _parse_plain(vals)
+    pos = np.array(idx, dtype=np.int64)
+    out[pos[ok]] = t[ok]
+    rest = np.flatnonzero(~ok).tolist()
+    idx = [idx[j] for j in rest]
+    vals = [vals[j] for j in rest]
+    if not idx:
+        return out, []
+    got = _parse_numpy(vals)
+    if got is not None:
+        out[np.array(idx, dtype=np.int64)] = got
+        return out, []
     bad: list[int] = []
     for i, v in zip(idx, vals, strict=True):
-        assert v is not None
         d = _parse_one(v)
         if d is None:
             bad.append(i)
@@ -353,18 +597,21 @@ class _Plan:
 
     sources: list[str | None]
     cat_ids: I64
-    case_types: list[str | None]
     urg: I64
     lon: NDArray[np.float64]
     lat: NDArray[np.float64]
     grid_idx: I64
     times: dict[str, I64]
-    stages: list[str | None]
+    #: index into STAGE_KEYS, -1 = none
+    stage_idx: I64
     lead: I64
-    co: list[list[int]]
+    #: row → co-unit ids (rows with any)
+    co: dict[int, list[int]]
     component: I64
     ints: dict[str, I64]
-    bools: dict[str, list[bool | None]]
+    #: handled_late as given: -1 none, 0 false, 1 true
+    late_given: NDArray[np.int8]
+    supervised: B
     close_types: list[str | None]
 
 
@@ -379,18 +626,46 @@ class _Job:
     def add(self, i: int | None, fld: str, value: Any, message: str) -> None:
         self.issues.add(i, fld, value, message)
 
-    def enum(self, name: str, mapping: dict[str, str], what: str) -> list[str | None]:
-        out: list[str | None] = []
-        allowed = ", ".join(dict.fromkeys(mapping.values()))
-        for i, v in enumerate(self.inp.col(name)):
+    def add_sorted(self, found: list[tuple[int, int, str, Any, str]]) -> None:
+        """Issues (row, order within the row, field, value, message) in row order."""
+        for i, _, fld, value, message in sorted(found, key=lambda x: (x[0], x[1])):
+            self.add(i, fld, value, message)
+
+    def lookup(
+        self,
+        name: str,
+        resolve: Callable[[str], Any],
+        problem: Callable[[str], str | None],
+        none: Any = None,
+    ) -> list[Any]:
+        """Each value of a column resolved once per distinct value (empty cells: ``none``);
+        rows whose value has a ``problem`` are reported (in row order)."""
+        col = self.inp.col(name)
+        table: dict[str | None, Any] = {None: none}
+        bad: dict[str, str] = {}
+        for v in set(col):
             if v is None:
-                out.append(None)
                 continue
-            key = mapping.get(v) or mapping.get(v.lower())
-            if key is None:
-                self.add(i, name, v, f"unknown {what}: one of {allowed}")
-            out.append(key)
-        return out
+            table[v] = resolve(v)
+            msg = problem(v)
+            if msg is not None:
+                bad[v] = msg
+        if bad:
+            for i, v in enumerate(col):
+                if v in bad:
+                    self.add(i, name, v, bad[cast(str, v)])
+        return list(map(table.__getitem__, col))
+
+    def enum(self, name: str, mapping: dict[str, str], what: str) -> list[str | None]:
+        allowed = ", ".join(dict.fromkeys(mapping.values()))
+
+        def resolve(v: str) -> str | None:
+            return mapping.get(v) or mapping.get(v.lower())
+
+        def problem(v: str) -> str | None:
+            return None if resolve(v) is not None else f"unknown {what}: one of {allowed}"
+
+        return self.lookup(name, resolve, problem)
 
     def validate(self) -> _Plan:
         inp, s, n = self.inp, self.s, self.n
@@ -398,95 +673,124 @@ class _Job:
             if inp.fmt == "csv" and name not in inp.present:
                 self.issues.fatal(name, None, f"required column {name!r} is missing")
                 continue
-            for i, v in enumerate(inp.col(name)):
-                if v is None:
-                    self.add(i, name, None, f"required field {name!r} is empty")
+            for i in _nones(inp.col(name)):
+                self.add(i, name, None, f"required field {name!r} is empty")
         for name, limit in LENGTHS.items():
-            for i, v in enumerate(inp.col(name)):
-                if v is not None and len(v) > limit:
-                    self.add(i, name, v, f"longer than {limit} characters")
+            col = inp.col(name)
+            if max(map(len, filter(None, col)), default=0) > limit:
+                for i, v in enumerate(col):
+                    if v is not None and len(v) > limit:
+                        self.add(i, name, v, f"longer than {limit} characters")
         # numbers and tracking codes: unique in the file and the database
         for name, what in (("number", "case number"), ("tracking_code", "tracking code")):
             vals = inp.col(name)
-            first: dict[str, int] = {}
-            for i, v in enumerate(vals):
-                if v is not None:
-                    j = first.setdefault(v, i)
-                    if j != i:
-                        self.add(i, name, v, f"duplicate {what}: also in {self._label(j)}")
+            given = cast(list[str], [v for v in vals if v is not None] if None in vals else vals)
+            distinct = set(given)
+            if len(distinct) != len(given):
+                first: dict[str, int] = {}
+                for i, v in enumerate(vals):
+                    if v is not None:
+                        j = first.setdefault(v, i)
+                        if j != i:
+                            self.add(i, name, v, f"duplicate {what}: also in {self._label(j)}")
             column = Case.number if name == "number" else Case.tracking_code
-            existing = _in_chunks(s, column, [v for v in vals if v is not None], Case.id)
-            for i, v in enumerate(vals):
-                if v is not None and v in existing:
-                    self.add(
-                        i, name, v, f"{what} already exists in the database (case id {existing[v]})"
-                    )
+            existing = _in_chunks(s, column, distinct, Case.id)
+            if existing:
+                for i, v in enumerate(vals):
+                    if v is not None and v in existing:
+                        self.add(
+                            i,
+                            name,
+                            v,
+                            f"{what} already exists in the database (case id {existing[v]})",
+                        )
         sources = self.enum("source", {**{k: k for k in SOURCES}, **SOURCE_LABELS}, "source")
         case_types = self.enum("case_type", CASE_TYPES, "case type")
-        raw_stages = inp.col("stage")
-        stages: list[str | None] = []
-        allowed = ", ".join(STAGE_RANK)
-        for i, v in enumerate(raw_stages):
-            key = (
-                None
-                if v is None
-                else (STAGE_LABELS.get(v) or (v.lower() if v.lower() in STAGES else None))
-            )
-            if v is not None and key is None:
-                self.add(
-                    i, "stage", v, f"unknown stage: one of {allowed} (or their Chinese labels)"
-                )
-            elif key in NOT_IMPORTABLE:
-                self.add(i, "stage", v, f"stage {key} cannot be imported ({NOT_IMPORTABLE[key]})")
-                key = None
-            stages.append(key)
+        stage_idx = self._stages()
         cat_ids, urg = self._categories(case_types)
         times = self._times()
-        self._order(times, stages, sources)
+        self._order(times, stage_idx)
         lon, lat, gidx = self._points()
-        lead, co = self._units(times, stages)
+        lead, co = self._units(times, stage_idx)
         component = self._components()
         ints: dict[str, I64] = {}
         for name in ("rework_count", "return_count", "extension_count"):
             arr = np.zeros(n, dtype=np.int64)
-            for i, v in enumerate(inp.col(name)):
-                if v is None:
-                    continue
-                if not (v.isascii() and v.isdigit()) or len(v) > 6:
-                    self.add(i, name, v, "must be a whole number ≥ 0")
-                    continue
-                arr[i] = int(v)
+            col = inp.col(name)
+            if not _all_none(col):
+                for i, v in enumerate(col):
+                    if v is None:
+                        continue
+                    if not (v.isascii() and v.isdigit()) or len(v) > 6:
+                        self.add(i, name, v, "must be a whole number ≥ 0")
+                        continue
+                    arr[i] = int(v)
             ints[name] = arr
-        bools: dict[str, list[bool | None]] = {}
+        flags: dict[str, NDArray[np.int8]] = {}
         for name in ("handled_late", "supervised"):
-            out: list[bool | None] = []
-            for i, v in enumerate(inp.col(name)):
-                b = (
-                    None
-                    if v is None
-                    else (True if v.lower() in _TRUE else False if v.lower() in _FALSE else None)
-                )
-                if v is not None and b is None:
-                    self.add(i, name, v, "must be true or false")
-                out.append(b)
-            bools[name] = out
-        close_types: list[str | None] = []
-        for i, v in enumerate(inp.col("close_type")):
-            if v is not None and v not in CLOSE_TYPES:
-                self.add(i, "close_type", v, f"must be one of {', '.join(CLOSE_TYPES)}")
-            elif v is not None and stages[i] not in (None, "closed"):
-                self.add(
-                    i,
-                    "close_type",
-                    v,
-                    f"only closed cases have a close type, not stage {stages[i]}",
-                )
-            close_types.append(v)
-        return _Plan(sources, cat_ids, case_types, urg, lon, lat, gidx, times, stages, lead, co,
-                     component, ints, bools, close_types)  # fmt: skip
+            flag: dict[str | None, int] = {None: -1}
+            for v in set(inp.col(name)):
+                if v is not None:
+                    low = v.lower()
+                    flag[v] = 1 if low in _TRUE else 0 if low in _FALSE else -2
+
+            def problem(v: str, flag: dict[str | None, int] = flag) -> str | None:
+                return "must be true or false" if flag[v] == -2 else None
+
+            got = self.lookup(name, flag.__getitem__, problem, none=-1)
+            arr8 = np.array(got, dtype=np.int8)
+            arr8[arr8 == -2] = -1
+            flags[name] = arr8
+        close_types = inp.col("close_type")
+        if not _all_none(close_types):
+            for i, v in enumerate(close_types):
+                if v is not None and v not in CLOSE_TYPES:
+                    self.add(i, "close_type", v, f"must be one of {', '.join(CLOSE_TYPES)}")
+                elif v is not None and stage_idx[i] not in (-1, _STAGE_CODE["closed"]):
+                    st = STAGE_KEYS[int(stage_idx[i])]
+                    self.add(
+                        i, "close_type", v, f"only closed cases have a close type, not stage {st}"
+                    )
+        return _Plan(
+            sources=sources,
+            cat_ids=cat_ids,
+            urg=urg,
+            lon=lon,
+            lat=lat,
+            grid_idx=gidx,
+            times=times,
+            stage_idx=stage_idx,
+            lead=lead,
+            co=co,
+            component=component,
+            ints=ints,
+            late_given=flags["handled_late"],
+            supervised=flags["supervised"] == 1,
+            close_types=close_types,
+        )
 
     def _label(self, i: int) -> str:
         return f"{'object' if self.inp.fmt == 'json' else 'row'} {i + 1}"
+
+    def _stages(self) -> I64:
+        allowed = ", ".join(STAGE_RANK)
+
+        def key(v: str) -> str | None:
+            return STAGE_LABELS.get(v) or (v.lower() if v.lower() in STAGES else None)
+
+        def resolve(v: str) -> int:
+            k = key(v)
+            return -1 if k is None else _STAGE_CODE.get(k, -1)
+
+        def problem(v: str) -> str | None:
+            k = key(v)
+            if k is None:
+                return f"unknown stage: one of {allowed} (or their Chinese labels)"
+            if k in NOT_IMPORTABLE:
+                return f"stage {k} cannot be imported ({NOT_IMPORTABLE[k]})"
+            return None
+
+        return np.array(self.lookup("stage", resolve, problem, none=-1), dtype=np.int64)
 
     def _categories(self, case_types: list[str | None]) -> tuple[I64, I64]:
         inp, s = self.inp, self.s
@@ -496,47 +800,63 @@ class _Job:
             by_code.setdefault(c.code, []).append(c)
         standards = {c.standard for cs in by_code.values() for c in cs}
         rank = {std: 0, "local": 1}
-        cache: dict[tuple[str, str | None, str | None], Category | str] = {}
-        ids = np.full(self.n, -1, dtype=np.int64)
-        urg = np.full(self.n, URGENCIES.index("一般"), dtype=np.int64)
-        given_urg = inp.col("urgency")
-        for i, (code, kind, standard) in enumerate(
-            zip(inp.col("category_code"), case_types, inp.col("category_standard"), strict=True)
-        ):
+        yiban = URGENCIES.index("一般")
+
+        def resolve(key: tuple[str | None, str | None, str | None]) -> Category | str | None:
+            code, kind, standard = key
             if code is None:
-                continue
-            key = (code, kind, standard)
-            got = cache.get(key)
-            if got is None:
-                cands = by_code.get(code, [])
-                if standard is not None:
-                    if standard not in standards:
-                        got = f"unknown category_standard {standard!r}: one of {', '.join(sorted(standards))}"
-                    cands = [c for c in cands if c.standard == standard]
-                if kind is not None:
-                    cands = [c for c in cands if c.kind == kind]
-                if got is None and not cands:
-                    got = "unknown category code" + (f" for case_type {kind}" if kind else "")
-                elif got is None:
-                    best = min(rank.get(c.standard, 2) for c in cands)
-                    cands = [c for c in cands if rank.get(c.standard, 2) == best]
-                    if len(cands) > 1:
-                        kinds = "/".join(sorted({c.kind for c in cands}))
-                        got = f"category code {code} is both a component and a matter category ({kinds}): give case_type"
-                    else:
-                        got = cands[0]
-                cache[key] = got
-            if isinstance(got, str):
-                self.add(i, "category_code", code, got)
-                continue
-            ids[i] = got.id
-            u = given_urg[i]
-            if u is None:
-                urg[i] = URGENCIES.index(got.default_urgency or "一般")
-            elif u in URGENCIES:
-                urg[i] = URGENCIES.index(u)
-        for i, u in enumerate(given_urg):
-            if u is not None and u not in URGENCIES:
+                return None
+            cands = by_code.get(code, [])
+            got: Category | str | None = None
+            if standard is not None:
+                if standard not in standards:
+                    got = f"unknown category_standard {standard!r}: one of {', '.join(sorted(standards))}"
+                cands = [c for c in cands if c.standard == standard]
+            if kind is not None:
+                cands = [c for c in cands if c.kind == kind]
+            if got is None and not cands:
+                got = "unknown category code" + (f" for case_type {kind}" if kind else "")
+            elif got is None:
+                best = min(rank.get(c.standard, 2) for c in cands)
+                cands = [c for c in cands if rank.get(c.standard, 2) == best]
+                if len(cands) > 1:
+                    kinds = "/".join(sorted({c.kind for c in cands}))
+                    got = f"category code {code} is both a component and a matter category ({kinds}): give case_type"
+                else:
+                    got = cands[0]
+            return got
+
+        codes = inp.col("category_code")
+        keys = list(zip(codes, case_types, inp.col("category_standard"), strict=True))
+        distinct = list(dict.fromkeys(keys))
+        found = [resolve(k) for k in distinct]
+        pos = {k: j for j, k in enumerate(distinct)}
+        kidx = np.fromiter(map(pos.__getitem__, keys), dtype=np.int64, count=self.n)
+        ids_of = np.array([g.id if isinstance(g, Category) else -1 for g in found], np.int64)
+        urg_of = np.array(
+            [
+                URGENCIES.index(g.default_urgency or "一般") if isinstance(g, Category) else yiban
+                for g in found
+            ],
+            dtype=np.int64,
+        )
+        bad = {k for k, g in zip(distinct, found, strict=True) if isinstance(g, str)}
+        if bad:
+            for i, k in enumerate(keys):
+                if k in bad:
+                    self.add(i, "category_code", k[0], cast(str, found[pos[k]]))
+        ids = ids_of[kidx]
+        urg = urg_of[kidx]
+        # urgency given: its index (-2 when not one of URGENCIES: reported below)
+        given_urg = inp.col("urgency")
+        if not _all_none(given_urg):
+            table = {u: (URGENCIES.index(u) if u in URGENCIES else -2) for u in set(given_urg)}
+            table[None] = -1
+            u_idx = np.fromiter(map(table.__getitem__, given_urg), dtype=np.int64, count=self.n)
+            urg = np.where(u_idx >= 0, u_idx, np.where(u_idx == -2, yiban, urg))
+            urg[ids < 0] = yiban
+            for i in np.flatnonzero(u_idx == -2).tolist():
+                u = given_urg[i]
                 self.add(i, "urgency", u, f"must be one of {', '.join(URGENCIES)}")
         return ids, urg
 
@@ -547,6 +867,9 @@ class _Job:
         future = sim.to_us(datetime.now(UTC)) + FUTURE_SLACK
         for name in TIME_FIELDS:
             raw = self.inp.col(name)
+            if _all_none(raw):
+                out[name] = np.full(self.n, NONE_T, dtype=np.int64)
+                continue
             t, bad = parse_times(raw)
             for i in bad:
                 self.add(
@@ -567,9 +890,7 @@ class _Job:
             out[name] = t
         return out
 
-    def _order(
-        self, times: dict[str, I64], stages: list[str | None], sources: list[str | None]
-    ) -> None:
+    def _order(self, times: dict[str, I64], stage_idx: I64) -> None:
         """Timestamps in workflow order; the stage matches the timestamps given."""
         raw = {k: self.inp.col(k) for k in TIME_FIELDS}
         n = self.n
@@ -599,66 +920,90 @@ class _Job:
             back = (t != NONE_T) & (ref != NONE_T) & (t < ref)
             for i in np.flatnonzero(back).tolist():
                 self.add(i, name, raw[name][i], f"is before {what}")
-        for i, st in enumerate(stages):
-            if st is None:
-                continue
+        # the stage against the timestamps: per stage, the rows it flags (then in row order,
+        # each row's issues in the order entry stamp, later stamps, ended_at, closed_at)
+        has = {name: times[name] != NONE_T for name in TIME_FIELDS}
+        found: list[tuple[int, int, str, Any, str]] = []
+        for code in np.unique(stage_idx[stage_idx >= 0]).tolist():
+            st = STAGE_KEYS[code]
+            rows = np.flatnonzero(stage_idx == code)
             entry = ENTRY_STAMP.get(st)
-            if entry is not None and times[entry][i] == NONE_T:
-                alt = st == "file" and times["verified_at"][i] != NONE_T
-                if not alt:
-                    self.add(i, entry, None, f"stage {st} ({STAGES[st]}) needs {entry}")
+            if entry is not None:
+                miss = rows[~has[entry][rows]]
+                if st == "file":
+                    miss = miss[~has["verified_at"][miss]]
+                msg = f"stage {st} ({STAGES[st]}) needs {entry}"
+                found.extend((i, 0, entry, None, msg) for i in miss.tolist())
             limit = STAGE_RANK[st]
             for k, name in enumerate(STAMP_NAMES):
-                if k > limit and times[name][i] != NONE_T:
-                    self.add(
-                        i,
-                        name,
-                        raw[name][i],
-                        f"a case at stage {st} ({STAGES[st]}) cannot have {name} yet",
+                if k > limit:
+                    msg = f"a case at stage {st} ({STAGES[st]}) cannot have {name} yet"
+                    found.extend(
+                        (i, 1 + k, name, raw[name][i], msg) for i in rows[has[name][rows]].tolist()
                     )
-            if times["ended_at"][i] != NONE_T and st not in ("void", "rejected"):
-                self.add(
-                    i, "ended_at", raw["ended_at"][i], "only void and rejected cases have ended_at"
+            if st not in ("void", "rejected"):
+                msg = "only void and rejected cases have ended_at"
+                found.extend(
+                    (i, 20, "ended_at", raw["ended_at"][i], msg)
+                    for i in rows[has["ended_at"][rows]].tolist()
                 )
-            if st in ("void", "rejected") and times["closed_at"][i] != NONE_T:
-                self.add(
-                    i,
-                    "closed_at",
-                    raw["closed_at"][i],
-                    f"a {st} case has no closed_at (use ended_at)",
+            else:
+                msg = f"a {st} case has no closed_at (use ended_at)"
+                found.extend(
+                    (i, 21, "closed_at", raw["closed_at"][i], msg)
+                    for i in rows[has["closed_at"][rows]].tolist()
                 )
+        self.add_sorted(found)
+
+    def _floats(self, name: str, lo: float, hi: float) -> NDArray[np.float64]:
+        col = self.inp.col(name)
+        arr = np.full(self.n, np.nan)
+        if None not in col:
+            try:
+                vals = np.array(list(map(float, cast(list[str], col))), dtype=np.float64)
+            except ValueError:
+                pass
+            else:
+                ok = np.isfinite(vals) & (vals >= lo) & (vals <= hi)
+                for i in np.flatnonzero(~ok).tolist():
+                    self.add(i, name, col[i], f"out of range [{lo}, {hi}]")
+                arr[ok] = vals[ok]
+                return arr
+        for i, v in enumerate(col):
+            if v is None:
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                self.add(i, name, v, "must be a number")
+                continue
+            if not (math.isfinite(x) and lo <= x <= hi):
+                self.add(i, name, v, f"out of range [{lo}, {hi}]")
+                continue
+            arr[i] = x
+        return arr
 
     def _points(self) -> tuple[NDArray[np.float64], NDArray[np.float64], I64]:
         inp, n = self.inp, self.n
-        lon = np.full(n, np.nan)
-        lat = np.full(n, np.nan)
-        for name, arr, lo, hi in (("lon", lon, -180, 180), ("lat", lat, -90, 90)):
-            for i, v in enumerate(inp.col(name)):
-                if v is None:
-                    continue
-                try:
-                    x = float(v)
-                except ValueError:
-                    self.add(i, name, v, "must be a number")
-                    continue
-                if not (math.isfinite(x) and lo <= x <= hi):
-                    self.add(i, name, v, f"out of range [{lo}, {hi}]")
-                    continue
-                arr[i] = x
+        lon = self._floats("lon", -180, 180)
+        lat = self._floats("lat", -90, 90)
         has = ~(np.isnan(lon) | np.isnan(lat))
         default = (self.crs or "wgs84").lower()
-        crs_vals = np.array([(c or default).lower() for c in inp.col("crs")], dtype=object)
+        crs_col = inp.col("crs")
         wlon, wlat = lon.copy(), lat.copy()
-        for c in set(crs_vals.tolist()):
-            sel = crs_vals == c
+        if _all_none(crs_col):
+            groups: list[tuple[str, B | None]] = [(default, None)]
+        else:
+            crs_vals = _obj([(c or default).lower() for c in crs_col])
+            groups = [(c, crs_vals == c) for c in dict.fromkeys(crs_vals.tolist())]
+        for c, sel in groups:
             if c not in crsmod.CRS_NAMES:
+                assert sel is not None
                 for i in np.flatnonzero(sel).tolist():
-                    self.add(
-                        i, "crs", inp.col("crs")[i], f"must be one of {', '.join(crsmod.CRS_NAMES)}"
-                    )
+                    self.add(i, "crs", crs_col[i], f"must be one of {', '.join(crsmod.CRS_NAMES)}")
                 has &= ~sel
                 continue
-            m = sel & has
+            m = has if sel is None else sel & has
             if m.any() and c not in ("wgs84", "cgcs2000"):
                 wlon[m], wlat[m] = crsmod.to_wgs84(lon[m], lat[m], c)
         gidx = np.full(n, -1, dtype=np.int64)
@@ -680,31 +1025,26 @@ class _Job:
                 )
         return wlon, wlat, gidx
 
-    def _units(
-        self, times: dict[str, I64], stages: list[str | None]
-    ) -> tuple[I64, list[list[int]]]:
+    def _units(self, times: dict[str, I64], stage_idx: I64) -> tuple[I64, dict[int, list[int]]]:
         inp, n = self.inp, self.n
         codes = {c: i for c, i in self.s.execute(select(Unit.code, Unit.id))}
-        lead = np.full(n, -1, dtype=np.int64)
-        for i, v in enumerate(inp.col("lead_unit_code")):
+        col = inp.col("lead_unit_code")
+        table: dict[str | None, int] = {v: codes.get(v, -2) for v in set(col) if v is not None}
+        table[None] = -1
+        lead = np.fromiter(map(table.__getitem__, col), dtype=np.int64, count=n)
+        needs = (times["dispatched_at"] != NONE_T) | np.isin(stage_idx, _NEEDS_LEAD)
+        for i in np.flatnonzero(((lead == -1) & needs) | (lead == -2)).tolist():
+            if lead[i] == -1:
+                self.add(i, "lead_unit_code", None, "a dispatched case needs lead_unit_code")
+            else:
+                self.add(i, "lead_unit_code", col[i], "unknown unit")
+        lead[lead == -2] = -1
+        co: dict[int, list[int]] = {}
+        co_col = inp.col("co_unit_codes")
+        if _all_none(co_col):
+            return lead, co
+        for i, v in enumerate(co_col):
             if v is None:
-                st = stages[i]
-                if times["dispatched_at"][i] != NONE_T or st in (
-                    "sign",
-                    "handle",
-                    "check",
-                    "close",
-                ):
-                    self.add(i, "lead_unit_code", None, "a dispatched case needs lead_unit_code")
-                continue
-            if v not in codes:
-                self.add(i, "lead_unit_code", v, "unknown unit")
-                continue
-            lead[i] = codes[v]
-        co: list[list[int]] = []
-        for i, v in enumerate(inp.col("co_unit_codes")):
-            if v is None:
-                co.append([])
                 continue
             ids: list[int] = []
             for code in re.split(r"[;；,，]", v or ""):
@@ -715,17 +1055,18 @@ class _Job:
                     self.add(i, "co_unit_codes", code, "unknown unit")
                 elif codes[code] != lead[i] and codes[code] not in ids:
                     ids.append(codes[code])
-            if ids and lead[i] < 0 and inp.col("lead_unit_code")[i] is None:
+            if ids and lead[i] < 0 and col[i] is None:
                 self.add(i, "co_unit_codes", v, "co-units need a lead_unit_code")
-            co.append(ids)
+            if ids:
+                co[i] = ids
         return lead, co
 
     def _components(self) -> I64:
         vals = self.inp.col("component_code")
         out = np.full(self.n, -1, dtype=np.int64)
-        given = [v for v in vals if v is not None]
-        if not given:
+        if _all_none(vals):
             return out
+        given = [v for v in vals if v is not None]
         found = _in_chunks(self.s, Component.code, given, Component.id)
         for i, v in enumerate(vals):
             if v is None:
@@ -740,264 +1081,575 @@ class _Job:
 # --------------------------------------------------------------------------- writing
 
 
-def _write(job: _Job, plan: _Plan, good: NDArray[np.bool_], file: str) -> tuple[int, int]:
-    """Insert the good rows; returns (cases, events)."""
-    s, inp = job.s, job.inp
-    rows = np.flatnonzero(good)
-    n = len(rows)
-    wr = sim.BulkWriter(s)
-    first_id = wr.next_id("cases")
-    ids = first_id + np.arange(n, dtype=np.int64)
-    everything = n == inp.n
-    picked = rows.tolist()
-    col = {
-        k: (list(v) if everything else [v[i] for i in picked])
-        for k, v in inp.cols.items()
-        if k in FIELDS
-    }
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
-    def get(name: str) -> list[str | None]:
-        return col.get(name) or [None] * n
 
-    t = {k: v[rows] for k, v in plan.times.items()}
-    stages = np.array([plan.stages[i] for i in rows.tolist()], dtype=object)
-    sources = [plan.sources[i] for i in rows.tolist()]
-    cat = plan.cat_ids[rows]
-    urg = plan.urg[rows]
-    lead = plan.lead[rows]
-    grids = indexes_for(s).grids(s)
-    gi = plan.grid_idx[rows]
-    lon8, lat8 = np.round(plan.lon[rows], 8), np.round(plan.lat[rows], 8)
-    vc = sim.VectorClock.of(s)
-    limits = sim.LimitTable(s)
-    lim = {
-        stg: limits.arrays(stg, cat, urg)
-        for stg in ("accept", "verify", "file", "dispatch", "sign", "handle", "check", "close")
-    }
-    # handling deadline: given, else the category's limit from dispatch
-    hd = t["handle_deadline"].copy()
-    need = (hd == NONE_T) & (t["dispatched_at"] != NONE_T)
-    if need.any():
-        hd[need] = vc.add(t["dispatched_at"][need], lim["handle"][0][need], lim["handle"][1][need])
-    late_given = [plan.bools["handled_late"][i] for i in rows.tolist()]
-    computed_late = (t["handled_at"] != NONE_T) & (hd != NONE_T) & (t["handled_at"] > hd)
-    late = np.array(
-        [
-            g if g is not None else bool(c)
-            for g, c in zip(late_given, computed_late.tolist(), strict=True)
-        ],
-        dtype=bool,
-    )
-    sup = np.array([bool(plan.bools["supervised"][i]) for i in rows.tolist()], dtype=bool)
-    close_type = np.array([plan.close_types[i] for i in rows.tolist()], dtype=object)
-    closed = stages == "closed"
-    missing_ct = closed & np.array([c is None for c in close_type.tolist()], dtype=bool)
-    close_type[missing_ct] = np.where(late[missing_ct], "超时", "正常")
-    # events: one per timestamp given, each leaving the stage the next one starts from
-    ev = sim.EventLog()
-    cur = np.full(n, None, dtype=object)
-    last_t = np.full(n, NONE_T, dtype=np.int64)
-    verified = t["verified_at"] != NONE_T
-    voided = stages == "void"
-    rejected = stages == "rejected"
-    by_source = {
-        x: json.dumps({"source": x, "imported": file}, ensure_ascii=False) for x in set(sources)
-    }
-    report_data = np.array([by_source[x] for x in sources], dtype=object)
-    desc = np.array(get("description"), dtype=object)
-    for k, (name, action) in enumerate(STAMPS):
-        m = np.flatnonzero(t[name] != NONE_T)
-        if not m.size:
-            continue
-        to = np.full(len(m), NEXT_STAGE.get(action, "file"), dtype=object)
-        if action == "accept":
-            to = np.where(verified[m] | (stages[m] == "verify"), "verify", "file").astype(object)
-            to[rejected[m]] = "accept"
-        if action == "verify":
-            ends_here = (
-                voided[m]
-                & (t["filed_at"][m] == NONE_T)
-                & ((t["ended_at"][m] == NONE_T) | (t["ended_at"][m] == t[name][m]))
-            )
-            to[ends_here] = "void"
-        note = desc[m] if action == "report" else None
-        data: Any = None
-        unit: Any = -1
-        if action == "report":
-            data = report_data[m]
-        elif action == "dispatch":
-            data = [
-                f'{{"lead_unit_id": {a}, "co_unit_ids": {plan.co[r]}}}'
-                for a, r in zip(lead[m].tolist(), rows[m].tolist(), strict=True)
-            ]
-        elif action == "close":
-            ct_json = {c: json.dumps({"close_type": c}, ensure_ascii=False) for c in CLOSE_TYPES}
-            data = [ct_json.get(c) for c in close_type[m].tolist()]
-        if action in ("dispatch", "sign", "handle"):
-            unit = lead[m]
-        ev.add(m, k, t[name][m], action, cur[m], to, -1, unit=unit, note=note, data=data)
-        cur[m] = to
-        last_t[m] = t[name][m]
-    end_reason = np.array(get("end_reason"), dtype=object)
-    ended = voided | rejected
-    end_reason[ended & np.array([r is None for r in end_reason.tolist()], dtype=bool)] = (
-        DEFAULT_END_REASON
-    )
-    end_reason[~ended] = None
-    for state, action in (("void", "void"), ("rejected", "reject")):
-        m = np.flatnonzero((stages == state) & (cur != state))
-        if m.size:
-            te = np.where(t["ended_at"][m] != NONE_T, t["ended_at"][m], last_t[m])
-            ev.add(m, len(STAMPS), te, action, cur[m], state, -1, note=end_reason[m])
-            cur[m] = state
-            last_t[m] = te
-    # the current stage's clock (what _start_stage sets) for open cases
-    stage_start = last_t.copy()
-    sd = np.full(n, NONE_T, dtype=np.int64)
-    warn = np.full(n, NONE_T, dtype=np.int64)
-    for st in set(stages.tolist()):
-        clk = CLOCK_STAGE.get(st)
-        if clk is None:
-            continue
-        m = np.flatnonzero(stages == st)
-        amt, unit = lim[clk][0][m], lim[clk][1][m]
-        if clk == "handle":
-            sd[m] = hd[m]
-            warn[m] = vc.warn_before(hd[m], stage_start[m], amt, unit)
+_COPY_ESCAPES = ("\\", "\t", "\n", "\r")
+_TF = np.array(["f", "t"], dtype=object)
+
+
+class _Rows:
+    """The columns of one table's new rows, ready for the driver: COPY text cells on
+    PostgreSQL; on SQLite plain values for ``executemany``, where a column of a single value
+    is an SQL literal and a column equal to an earlier one binds the same parameter (each
+    value bound costs, row by row)."""
+
+    def __init__(self, n: int, copy: bool) -> None:
+        self.n = n
+        self.copy = copy
+        self.null: Any = "\\N" if copy else None
+        #: the table's columns, and on SQLite what each is set to (?k or a literal)
+        self.names: list[str] = []
+        self.sql: list[str] = []
+        #: the columns sent (COPY) / bound (SQLite: parameter k = values[k - 1])
+        self.values: list[Sequence[Any]] = []
+        self._times: list[tuple[I64, int]] = []
+
+    def _add(self, name: str, values: Sequence[Any]) -> None:
+        assert len(values) == self.n, name
+        self.names.append(name)
+        self.values.append(values)
+        self.sql.append(f"?{len(self.values)}")
+
+    def _single(self, name: str, values: list[Any]) -> bool:
+        """SQLite: a column of one value (not a float) becomes a literal."""
+        if self.copy or not self.n:
+            return False
+        first = values[0]
+        if isinstance(first, float) or values.count(first) != self.n:
+            return False
+        self.names.append(name)
+        self.sql.append(_sql_literal(first))
+        return True
+
+    def const(self, name: str, value: Any) -> None:
+        if not self.copy:
+            self.names.append(name)
+            self.sql.append(_sql_literal(value))
+        elif value is None:
+            self._add(name, [self.null] * self.n)
+        elif isinstance(value, bool):
+            self._add(name, ["t" if value else "f"] * self.n)
         else:
-            sd[m] = vc.add(stage_start[m], amt, unit)
-            warn[m] = vc.add(stage_start[m], amt * WARN_FRACTION, unit)
-    assignee = np.full(n, -1, dtype=np.int64)
-    tasks = np.flatnonzero(np.isin(stages, ["verify", "check"]))
-    if tasks.size:
-        first_insp: dict[int, int] = {}
-        for gid, uid in s.execute(
-            select(grid_inspectors.c.grid_id, grid_inspectors.c.user_id).order_by(
-                grid_inspectors.c.user_id
-            )
-        ):
-            first_insp.setdefault(int(gid), int(uid))
-        assignee[tasks] = [first_insp.get(int(grids.ids[g]), -1) for g in gi[tasks].tolist()]
-    # rows
-    tracking = get("tracking_code")
-    missing = [k for k, v in enumerate(tracking) if v is None]
-    if missing:
-        for k, code in zip(missing, sim.tracking_codes(len(missing)), strict=True):
-            tracking[k] = code
-    kinds = {
-        c: ("component" if k == "component" else "matter")
-        for c, k in s.execute(select(Category.id, Category.kind))
-    }
-    h3s = np.fromiter(
-        (
-            h3i.latlng_to_cell(y, x, H3_RES)
-            for x, y in zip(lon8.tolist(), lat8.tolist(), strict=True)
-        ),
-        dtype=np.int64,
-        count=n,
+            self._add(name, [str(value)] * self.n)
+
+    def ints(self, name: str, a: I64, nullable: bool = False) -> None:
+        """Integers (``nullable``: -1 is NULL, as ids)."""
+        null = a == -1 if nullable else None
+        vals = list(map(str, a.tolist())) if self.copy else a.tolist()
+        if null is not None and null.any():
+            o = _obj(vals)
+            o[null] = self.null
+            vals = o.tolist()
+        if not self._single(name, vals):
+            self._add(name, vals)
+
+    def floats(self, name: str, a: NDArray[np.float64]) -> None:
+        self._add(name, list(map(repr, a.tolist())) if self.copy else a.tolist())
+
+    def bools(self, name: str, a: B) -> None:
+        if self.copy:
+            self._add(name, _TF[a.astype(np.intp)].tolist())
+        elif not self._single(name, a.tolist()):
+            self._add(name, a.tolist())
+
+    def texts(self, name: str, values: Sequence[str | None] | Obj) -> None:
+        vals: list[Any] = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        if not self.copy:
+            if not self._single(name, vals):
+                self._add(name, vals)
+            return
+        nulls = None in vals
+        given = [v for v in vals if v is not None] if nulls else vals
+        joined = "\x00".join(given)
+        if any(ch in joined for ch in _COPY_ESCAPES):
+            vals = [None if v is None else _copy_escape(v) for v in vals]
+        if nulls:
+            vals = [self.null if v is None else v for v in vals]
+        self._add(name, vals)
+
+    def times(self, name: str, t: I64) -> None:
+        """UTC µs (NONE_T = NULL) as SQLAlchemy stores them."""
+        null = t == NONE_T
+        if not self.copy:
+            if self.n and null.all():
+                self.names.append(name)
+                self.sql.append("NULL")
+                return
+            for earlier, k in self._times:
+                if np.array_equal(earlier, t):
+                    self.names.append(name)
+                    self.sql.append(f"?{k}")
+                    return
+        vals = sim.ts_strings(t)
+        if self.copy and null.any():
+            vals = [self.null if v is None else v for v in vals]
+        self._add(name, vals)
+        self._times.append((t, len(self.values)))
+
+    def payload(self) -> str | list[tuple[Any, ...]]:
+        """COPY text, or the rows as tuples for ``executemany``."""
+        part = zip(*self.values, strict=True)
+        if self.copy:
+            return "".join(f"{row}\n" for row in map("\t".join, part))
+        return list(part) if self.values else [()] * self.n  # all literals (one row)
+
+    def write(
+        self, wr: sim.BulkWriter, table: str, payload: str | list[tuple[Any, ...]] | None = None
+    ) -> None:
+        if self.n == 0:
+            return
+        data = self.payload() if payload is None else payload
+        if isinstance(data, str):
+            wr.write_text(table, self.names, data)
+            return
+        sql = f"INSERT INTO {table} ({', '.join(self.names)}) VALUES ({', '.join(self.sql)})"
+        cur = wr.raw.cursor()
+        try:
+            cur.executemany(sql, data)
+        finally:
+            cur.close()
+
+
+def _copy_escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+#: A void case whose 核实 ended it (no 立案; it ended when it was verified): its 核实 event
+#: leads to void and no 作废 event follows.
+_VOID_AT_VERIFY = (
+    "(c.stage = 'void' AND c.verified_at IS NOT NULL AND c.filed_at IS NULL"
+    " AND c.stage_started_at = c.verified_at)"
+)
+
+
+def _history_slots(t: dict[str, I64], st: I64, stage_start: I64) -> B:
+    """Which history events each new case has (n × 10): slot k = 0 … 8 the event of the
+    k-th stage timestamp, slot 9 the 作废/不予受理 that ends a void or rejected case — unless
+    its 核实 ended it (no 立案, ended when verified: that event leads to void)."""
+    void = st == _STAGE_CODE["void"]
+    void_at_verify = (
+        void
+        & (t["verified_at"] != NONE_T)
+        & (t["filed_at"] == NONE_T)
+        & (stage_start == t["verified_at"])
     )
-    updated = np.maximum(last_t, t["reported_at"])
-    cols = ev.columns()
-    cases: dict[str, sim.Col] = {
-        "id": sim.c_int(ids),
-        "number": sim.c_text(get("number")),
-        "tracking_code": sim.c_text(tracking),
-        "source": sim.c_text(sources),
-        "case_type": sim.c_text([kinds[int(c)] for c in cat.tolist()]),
-        "category_id": sim.c_int(cat),
-        "urgency": sim.c_text(np.array(URGENCIES, dtype=object)[urg]),
-        "description": sim.c_text(desc),
-        "address": sim.c_text(get("address")),
-        "lon": sim.c_float(lon8),
-        "lat": sim.c_float(lat8),
-        "h3": sim.c_int(h3s),
-        "grid_id": sim.c_int(grids.ids[gi]),
-        "grid_code": sim.c_text(np.array(grids.codes, dtype=object)[gi]),
-        "component_id": sim.c_int_null(plan.component[rows]),
-        "reporter_user_id": sim.c_const(None, n),
-        "reporter_name": sim.c_text(get("reporter_name")),
-        "reporter_phone": sim.c_text(get("reporter_phone")),
-        "stage": sim.c_text(stages),
-        "stage_started_at": sim.c_time(stage_start),
-        "stage_deadline": sim.c_time(sd),
-        "stage_warn_at": sim.c_time(warn),
-        "assignee_user_id": sim.c_int_null(assignee),
-        "lead_unit_id": sim.c_int_null(lead),
-        "pending_request": sim.c_const(None, n),
-        "paused_since": sim.c_const(None, n),
-        "near_due": sim.c_const(False, n),
-        "overdue": sim.c_const(False, n),
-        "supervised": sim.c_bool(sup),
-        "extended": sim.c_bool(plan.ints["extension_count"][rows] > 0),
-        "parked": sim.c_const(False, n),
-        "escalation_level": sim.c_const(0, n),
-        "extension_count": sim.c_int(plan.ints["extension_count"][rows]),
-        "return_count": sim.c_int(plan.ints["return_count"][rows]),
-        "rework_count": sim.c_int(plan.ints["rework_count"][rows]),
-        "handled_late": sim.c_bool(late),
-        "duplicate_of_id": sim.c_const(None, n),
-        "report_count": sim.c_const(1, n),
-        "last_seen_at": sim.c_time(t["reported_at"]),
-        "close_type": sim.c_text(
-            [c if k else None for c, k in zip(close_type.tolist(), closed.tolist(), strict=True)]
-        ),
-        "end_reason": sim.c_text(end_reason),
-        **{name: sim.c_time(t[name]) for name in STAMP_NAMES},
-        "handle_deadline": sim.c_time(hd),
-        **sim.actor_columns(cols, n),
-        "updated_at": sim.c_time(updated),
-        "version": sim.c_const(1, n),
+    end = (st == _STAGE_CODE["rejected"]) | (void & ~void_at_verify)
+    return np.column_stack([*(t[name] != NONE_T for name in STAMP_NAMES), end])
+
+
+#: :func:`_history_slots`' void case ended by its 核实, on the case row.
+_VOID_AT_VERIFY = (
+    "(c.stage = 'void' AND c.verified_at IS NOT NULL AND c.filed_at IS NULL"
+    " AND c.stage_started_at = c.verified_at)"
+)
+
+
+@lru_cache(maxsize=4)
+def _history_sql(pg: bool) -> str:
+    """``INSERT … SELECT`` of the history events of the new cases (ids :first … :last).
+
+    The slots of :func:`_history_slots`, each event at its timestamp (slot 9: at the
+    case's ``stage_started_at`` = ended_at, else its last timestamp) and starting from the
+    stage the previous present slot led to. Ids are explicit: the case's first event id
+    (from :data:`_EV_TABLE`) plus the number of present slots before, so they follow each
+    case's history in slot order (= time order: the timestamps were checked to follow the
+    workflow), whatever order the database produces the rows in."""
+    present = [f"c.{name} IS NOT NULL" for name in STAMP_NAMES]
+    present.append(f"(c.stage = 'rejected' OR (c.stage = 'void' AND NOT {_VOID_AT_VERIFY}))")
+    to: list[str] = []
+    for _, action in STAMPS:
+        if action == "accept":
+            to.append(
+                "CASE WHEN c.stage = 'rejected' THEN 'accept'"
+                " WHEN c.verified_at IS NOT NULL OR c.stage = 'verify' THEN 'verify'"
+                " ELSE 'file' END"
+            )
+        elif action == "verify":
+            to.append(f"CASE WHEN {_VOID_AT_VERIFY} THEN 'void' ELSE 'file' END")
+        else:
+            to.append(f"'{NEXT_STAGE[action]}'")
+    to.append("c.stage")
+
+    def slots(exprs: Sequence[str | None]) -> str:
+        whens = " ".join(f"WHEN {k} THEN {e}" for k, e in enumerate(exprs) if e is not None)
+        return f"CASE s.k {whens} END"
+
+    def came_from(k: int) -> str | None:
+        if k == 0:
+            return None
+        whens = " ".join(f"WHEN {present[j]} THEN {to[j]}" for j in range(k - 1, -1, -1))
+        return f"CASE {whens} END"
+
+    def before(k: int) -> str:
+        return " + ".join(["0", *(f"CASE WHEN {present[j]} THEN 1 ELSE 0 END" for j in range(k))])
+
+    data: list[str | None] = [None] * 10
+    data[0] = (
+        "'{\"source\": \"' || c.source || '\", \"imported\": ' || CAST(:imported AS TEXT) || '}'"
+    )
+    data[4] = (
+        "'{\"lead_unit_id\": ' || COALESCE(c.lead_unit_id, -1) || ', \"co_unit_ids\": '"
+        " || COALESCE(x.co, '[]') || '}'"
+    )
+    data[8] = "'{\"close_type\": \"' || c.close_type || '\"}'"
+    data_sql = slots(data)
+    if pg:
+        data_sql = f"CAST({data_sql} AS jsonb)"
+    actions: list[str | None] = [f"'{a}'" for _, a in STAMPS]
+    actions.append("CASE WHEN c.stage = 'void' THEN 'void' ELSE 'reject' END")
+    note: list[str | None] = [None] * 10
+    note[0], note[9] = "c.description", "c.end_reason"
+    k_values = " UNION ALL ".join(f"SELECT {k}{' AS k' if k == 0 else ''}" for k in range(10))
+    return (
+        "INSERT INTO case_events (id, case_id, at, actor_id, actor_name, action, from_stage,"
+        " to_stage, unit_id, note, data)"
+        f" SELECT x.first_event + {slots([before(k) for k in range(10)])}, c.id,"
+        f" {slots([*(f'c.{x}' for x in STAMP_NAMES), 'c.stage_started_at'])},"
+        f" NULL, '{ACTOR}', {slots(actions)}, {slots([came_from(k) for k in range(10)])},"
+        f" {slots(to)}, CASE WHEN s.k IN (4, 5, 6) THEN c.lead_unit_id END, {slots(note)},"
+        f" {data_sql}"
+        f" FROM cases c JOIN {_EV_TABLE} x ON x.case_id = c.id CROSS JOIN ({k_values}) s"
+        f" WHERE c.id BETWEEN :first AND :last AND {slots(present)}"
+    )
+
+
+def _actor_columns(t: dict[str, I64], n: int) -> dict[str, sim.Col]:
+    """``accepted_by_id`` … ``dispatch_stage_at`` of the new cases: who did 受理/立案/派遣 (the
+    import: nobody) and when each case last entered 待派遣, given by the simulator's
+    :func:`~cityops.cases.simulate.actor_columns` from those events of the history."""
+    acts = [
+        (k, name, a) for k, (name, a) in enumerate(STAMPS) if a in ("accept", "file", "dispatch")
+    ]
+    where = [np.flatnonzero(t[name] != NONE_T) for _, name, _ in acts]
+    case = np.concatenate(where)
+    slot = np.concatenate([np.full(len(m), k) for (k, _, _), m in zip(acts, where, strict=True)])
+    order = np.lexsort((slot, case))
+    action = np.concatenate(
+        [np.full(len(m), a, dtype=object) for (_, _, a), m in zip(acts, where, strict=True)]
+    )
+    at = np.concatenate([t[name][m] for (_, name, _), m in zip(acts, where, strict=True)])
+    cols = {
+        "case": case[order],
+        "action": action[order],
+        "actor": np.full(len(case), -1, dtype=np.int64),
+        "at": at[order],
+        "data": np.full(len(case), None, dtype=object),
     }
-    existing = int(s.scalar(select(func.count()).select_from(Case)) or 0)
-    defer = n >= max(sim.DEFER_CHECKS_FROM, existing)
+    return sim.actor_columns(cols, n)
+
+
+@dataclass
+class _Batch:
+    """Rows a … b of the rows written (case ids first … last), ready for the driver."""
+
+    first: int
+    last: int
+    #: id of the batch's first history event
+    first_event: int
+    cases: _Rows
+    cases_payload: str | list[tuple[Any, ...]]
+    history: _Rows
+    history_payload: str | list[tuple[Any, ...]]
+    #: (case id, co-unit ids) of the batch's dispatched cases with co-units
+    co: list[tuple[int, list[int]]]
+    events: int
+    seconds: float
+
+
+class _Writer:
+    """The valid rows and everything their case rows need from the database, read up front:
+    :meth:`batch` uses no connection, so it runs in a worker thread while the connection
+    writes the previous batch."""
+
+    def __init__(self, s: Session, plan: _Plan, inp: _Input, good: B, file: str) -> None:
+        self.plan, self.inp = plan, inp
+        self.rows = np.flatnonzero(good)
+        self.n = n = len(self.rows)
+        self.wr = sim.BulkWriter(s)
+        self.first_id = self.wr.next_id("cases")
+        self.grids = indexes_for(s).grids(s)
+        self.grid_ids = np.asarray(self.grids.ids, dtype=np.int64)
+        self.grid_codes = np.array(self.grids.codes, dtype=object)
+        self.vc = sim.VectorClock.of(s)
+        self.limits = sim.LimitTable(s)
+        self.kinds = {
+            c: ("component" if k == "component" else "matter")
+            for c, k in s.execute(select(Category.id, Category.kind))
+        }
+        st = plan.stage_idx[self.rows]
+        self.inspector: dict[int, int] = {}
+        if np.isin(st, [_STAGE_CODE["verify"], _STAGE_CODE["check"]]).any():
+            q = select(grid_inspectors.c.grid_id, grid_inspectors.c.user_id)
+            for gid, uid in s.execute(q.order_by(grid_inspectors.c.user_id)):
+                self.inspector.setdefault(int(gid), int(uid))
+        # every row valid: a batch's rows are a slice of the file's
+        self.whole = n == inp.n
+        tracking = _obj(self.column(inp.cols.get("tracking_code"), 0, n))
+        missing = np.flatnonzero(tracking == None)  # noqa: E711  (element-wise on objects)
+        if missing.size:
+            tracking[missing] = sim.tracking_codes(len(missing))
+        self.tracking = tracking
+        co_rows = [i for i in sorted(plan.co) if good[i]]
+        self.co = dict(zip(np.searchsorted(self.rows, co_rows).tolist(), co_rows, strict=True))
+        self.imported = json.dumps(file, ensure_ascii=False)
+
+    def column(self, values: Sequence[Any] | None, a: int, b: int) -> list[Any]:
+        """``values`` (aligned with the file's rows; None: all empty) at rows a … b of the
+        rows written."""
+        if values is None:
+            return [None] * (b - a)
+        if self.whole:
+            return list(values[a:b])
+        return [values[i] for i in self.rows[a:b].tolist()]
+
+    def batch(self, a: int, b: int, first_event: int) -> _Batch:
+        """Rows a … b of the rows written as case rows and history slots (event ids from
+        ``first_event``)."""
+        t_start = time.perf_counter()
+        plan, sel, n, vc, limits = self.plan, self.rows[a:b], b - a, self.vc, self.limits
+        copy = self.wr.copy
+        ids = self.first_id + np.arange(a, b, dtype=np.int64)
+
+        def texts(name: str) -> list[Any]:
+            return self.column(self.inp.cols.get(name), a, b)
+
+        t = {k: v[sel] for k, v in plan.times.items()}
+        st = plan.stage_idx[sel]
+        cat, urg, lead, gi = plan.cat_ids[sel], plan.urg[sel], plan.lead[sel], plan.grid_idx[sel]
+        lon8, lat8 = np.round(plan.lon[sel], 8), np.round(plan.lat[sel], 8)
+        # handling deadline: given, else the category's limit from dispatch
+        hd = t["handle_deadline"].copy()
+        need = (hd == NONE_T) & (t["dispatched_at"] != NONE_T)
+        lim: dict[str, tuple[NDArray[np.float64], I64]] = {}
+        if need.any():
+            lim["handle"] = limits.arrays("handle", cat, urg)
+            amount, unit = lim["handle"]
+            hd[need] = vc.add(t["dispatched_at"][need], amount[need], unit[need])
+        computed_late = (t["handled_at"] != NONE_T) & (hd != NONE_T) & (t["handled_at"] > hd)
+        late_given = plan.late_given[sel]
+        late = np.where(late_given >= 0, late_given == 1, computed_late)
+        closed = st == _STAGE_CODE["closed"]
+        close_type = _obj(self.column(plan.close_types, a, b))
+        close_type[~closed] = None
+        missing_ct = closed & (close_type == None)  # noqa: E711
+        close_type[missing_ct] = np.where(late[missing_ct], "超时", "正常")
+        ended = (st == _STAGE_CODE["void"]) | (st == _STAGE_CODE["rejected"])
+        end_reason = _obj(texts("end_reason"))
+        end_reason[ended & (end_reason == None)] = DEFAULT_END_REASON  # noqa: E711
+        end_reason[~ended] = None
+        # the last event: the last timestamp (they are in order), or the end of a void or
+        # rejected case (ended_at, else that last timestamp); its stage starts there
+        last_t = np.maximum.reduce([t[name] for name in STAMP_NAMES])
+        stage_start = np.where(ended & (t["ended_at"] != NONE_T), t["ended_at"], last_t)
+        # the current stage's clock (what _start_stage sets) for open cases
+        sd = np.full(n, NONE_T, dtype=np.int64)
+        warn = np.full(n, NONE_T, dtype=np.int64)
+        for code in np.unique(st).tolist():
+            clk = CLOCK_STAGE.get(STAGE_KEYS[code])
+            if clk is None:
+                continue
+            if clk not in lim:
+                lim[clk] = limits.arrays(clk, cat, urg)
+            m = np.flatnonzero(st == code)
+            amt, unit = lim[clk][0][m], lim[clk][1][m]
+            if clk == "handle":
+                sd[m] = hd[m]
+                warn[m] = vc.warn_before(hd[m], stage_start[m], amt, unit)
+            else:
+                sd[m] = vc.add(stage_start[m], amt, unit)
+                warn[m] = vc.add(stage_start[m], amt * WARN_FRACTION, unit)
+        assignee = np.full(n, -1, dtype=np.int64)
+        tasks = np.flatnonzero((st == _STAGE_CODE["verify"]) | (st == _STAGE_CODE["check"]))
+        if tasks.size:
+            grid_of = self.grid_ids[gi[tasks]].tolist()
+            assignee[tasks] = [self.inspector.get(g, -1) for g in grid_of]
+        h3s = np.fromiter(
+            map(h3i.latlng_to_cell, lat8.tolist(), lon8.tolist(), repeat(H3_RES, n)),
+            dtype=np.int64,
+            count=n,
+        )
+        ext = plan.ints["extension_count"][sel]
+        kind_of = {c: self.kinds[c] for c in np.unique(cat).tolist()}
+
+        r = _Rows(n, copy)
+        r.ints("id", ids)
+        r.texts("number", texts("number"))
+        r.texts("tracking_code", self.tracking[a:b])
+        r.texts("source", self.column(plan.sources, a, b))
+        r.texts("case_type", [kind_of[c] for c in cat.tolist()])
+        r.ints("category_id", cat)
+        r.texts("urgency", np.array(URGENCIES, dtype=object)[urg])
+        r.texts("description", texts("description"))
+        r.texts("address", texts("address"))
+        r.floats("lon", lon8)
+        r.floats("lat", lat8)
+        r.ints("h3", h3s)
+        r.ints("grid_id", self.grid_ids[gi])
+        r.texts("grid_code", self.grid_codes[gi])
+        r.ints("component_id", plan.component[sel], nullable=True)
+        r.const("reporter_user_id", None)
+        r.texts("reporter_name", texts("reporter_name"))
+        r.texts("reporter_phone", texts("reporter_phone"))
+        r.texts("stage", np.array(STAGE_KEYS, dtype=object)[st])
+        r.times("stage_started_at", stage_start)
+        r.times("stage_deadline", sd)
+        r.times("stage_warn_at", warn)
+        r.ints("assignee_user_id", assignee, nullable=True)
+        r.ints("lead_unit_id", lead, nullable=True)
+        r.const("pending_request", None)
+        r.const("paused_since", None)
+        r.const("near_due", False)
+        r.const("overdue", False)
+        r.bools("supervised", plan.supervised[sel])
+        r.bools("extended", ext > 0)
+        r.const("parked", False)
+        r.const("escalation_level", 0)
+        r.ints("extension_count", ext)
+        r.ints("return_count", plan.ints["return_count"][sel])
+        r.ints("rework_count", plan.ints["rework_count"][sel])
+        r.bools("handled_late", late)
+        r.const("duplicate_of_id", None)
+        r.const("report_count", 1)
+        r.times("last_seen_at", t["reported_at"])
+        r.texts("close_type", close_type)
+        r.texts("end_reason", end_reason)
+        for name in STAMP_NAMES:
+            r.times(name, t[name])
+        r.times("handle_deadline", hd)
+        for name, col in _actor_columns(t, n).items():
+            if col[0] == "in":
+                r.ints(name, col[1], nullable=True)
+            else:
+                r.texts(name, sim.decode(col))
+        r.times("updated_at", np.maximum(stage_start, t["reported_at"]))
+        r.const("version", 1)
+        # the history: the id of each case's first event, and the co-units of its 派遣
+        counts = _history_slots(t, st, stage_start).sum(axis=1)
+        co = [(int(ids[k - a]), plan.co[i]) for k, i in self.co.items() if a <= k < b]
+        co_json = np.full(n, None, dtype=object)
+        co_json[[c - int(ids[0]) for c, _ in co]] = [str(us) for _, us in co]
+        h = _Rows(n, copy)
+        h.ints("case_id", ids)
+        h.ints("first_event", first_event + np.cumsum(counts) - counts)
+        h.texts("co", co_json)
+        return _Batch(
+            first=int(ids[0]),
+            last=int(ids[-1]),
+            first_event=first_event,
+            cases=r,
+            cases_payload=r.payload(),
+            history=h,
+            history_payload=h.payload(),
+            co=co,
+            events=int(counts.sum()),
+            seconds=time.perf_counter() - t_start,
+        )
+
+
+def _write(
+    job: _Job, plan: _Plan, good: B, file: str, timings: dict[str, float]
+) -> tuple[int, int]:
+    """Insert the good rows; returns (cases, events).
+
+    In batches of :data:`BATCH` rows: the case rows (executemany / COPY), then their lead
+    units and history (``INSERT … SELECT`` from the new case rows) while a worker thread
+    prepares the next batch. The connection stays in this thread; the worker runs while
+    the database works on one statement (SQLite and psycopg release the GIL meanwhile)."""
+    t0 = time.perf_counter()
+    s = job.s
+    w = _Writer(s, plan, job.inp, good, file)
+    wr, n = w.wr, w.n
     conn = s.connection()
+    defer = n >= sim.DEFER_CHECKS_FROM and (
+        n >= w.first_id - 1  # max(id) bounds the count
+        or n >= int(s.scalar(select(func.count()).select_from(Case)) or 0)
+    )
     if defer:
         sim.drop_checks(conn)
-    wr.write("cases", list(cases), list(cases.values()))
-    with_lead = np.flatnonzero(lead >= 0)
-    cu_case, cu_unit = ids[with_lead].tolist(), lead[with_lead].tolist()
-    cu_role = ["lead"] * len(with_lead)
-    for k in with_lead.tolist():
-        for u in plan.co[int(rows[k])]:
-            cu_case.append(int(ids[k]))
-            cu_unit.append(u)
-            cu_role.append("co")
-    wr.write(
-        "case_units",
-        ["case_id", "unit_id", "role"],
-        [sim.c_int(cu_case), sim.c_int(cu_unit), sim.c_text(cu_role)],
+    temp = "pg_temp" if wr.copy else "temp"
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {temp}.{_EV_TABLE}")
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {_EV_TABLE} (case_id {'BIGINT' if wr.copy else 'INTEGER'}"
+        " PRIMARY KEY, first_event BIGINT NOT NULL, co TEXT)"
+        + (" ON COMMIT DROP" if wr.copy else "")
     )
-    n_ev = len(cols["case"]) if cols else 0
-    if n_ev:
-        wr.write(
-            "case_events",
-            list(sim.EVENT_COLUMNS),
-            [
-                sim.c_int(ids[cols["case"]]),
-                sim.c_time(cols["at"]),
-                sim.c_const(None, n_ev),
-                sim.c_const(ACTOR, n_ev),
-                sim.c_text(cols["action"]),
-                sim.c_text(cols["from"]),
-                sim.c_text(cols["to"]),
-                sim.c_int_null(cols["unit"]),
-                sim.c_text(cols["note"]),
-                sim.c_text(cols["data"]),
-            ],
-            chunk=100_000,
-        )
+    units_sql = text(
+        "INSERT INTO case_units (case_id, unit_id, role) SELECT id, lead_unit_id, 'lead'"
+        " FROM cases WHERE id BETWEEN :first AND :last AND lead_unit_id IS NOT NULL"
+    )
+    history_sql = text(_history_sql(wr.copy))
+    spans = [(a, min(a + BATCH, n)) for a in range(0, n, BATCH)]
+    n_ev = 0
+    timings["setup"] = time.perf_counter() - t0
+    for phase in ("prepare", "wait", "cases", "units", "events"):
+        timings[phase] = 0.0
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(w.batch, *spans[0], wr.next_id("case_events"))
+        for k in range(len(spans)):
+            t0 = time.perf_counter()
+            b = ahead.result()
+            timings["wait"] += time.perf_counter() - t0
+            timings["prepare"] += b.seconds
+            later = spans[k + 1] if k + 1 < len(spans) else None
+            t0 = time.perf_counter()
+            b.cases.write(wr, "cases", b.cases_payload)
+            b.history.write(wr, _EV_TABLE, b.history_payload)
+            if b.co:
+                wr.write(
+                    "case_units",
+                    ["case_id", "unit_id", "role"],
+                    [
+                        [c for c, us in b.co for _ in us],
+                        [u for _, us in b.co for u in us],
+                        ["co"] * sum(len(us) for _, us in b.co),
+                    ],
+                )
+            timings["cases"] += time.perf_counter() - t0
+            # the next batch is prepared while the database derives this one's lead units and
+            # history; not during an executemany / COPY: they take the GIL back for every row
+            # / buffer and would wait out the worker's switch interval each time
+            if later is not None:
+                ahead = pool.submit(w.batch, *later, b.first_event + b.events)
+            t0 = time.perf_counter()
+            bounds = {"first": b.first, "last": b.last}
+            conn.execute(units_sql, bounds)
+            timings["units"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            res = conn.execute(history_sql, {**bounds, "imported": w.imported})
+            if res.rowcount != b.events:  # the statement and _history_slots disagree
+                raise RuntimeError(f"history of the import: {res.rowcount} events, not {b.events}")
+            n_ev += b.events
+            conn.exec_driver_sql(f"DELETE FROM {temp}.{_EV_TABLE}")
+            timings["events"] += time.perf_counter() - t0
+    conn.exec_driver_sql(f"DROP TABLE {temp}.{_EV_TABLE}")
+    t0 = time.perf_counter()
     if defer:
         sim.restore_checks(conn)
+    timings["indexes"] = time.perf_counter() - t0
     wr.sync_sequence("cases")
-    _advance_sequences(s, get("number"))
+    wr.sync_sequence("case_events")
+    numbers = job.inp.col("number")
+    _advance_sequences(s, numbers if n == job.inp.n else [numbers[i] for i in w.rows.tolist()])
     return n, n_ev
 
 
 def _advance_sequences(s: Session, numbers: list[str | None]) -> None:
     """Numbers like YYYYMMDDnnnnn move that day's counter past them (no future collision)."""
     top: dict[str, int] = {}
+    if 13 not in set(map(len, filter(None, numbers))):
+        return  # no number of that form
     for v in numbers:
-        m = _NUMBER_RE.fullmatch(v or "")
+        if v is None or len(v) != 13:
+            continue
+        m = _NUMBER_RE.fullmatch(v)
         if m is not None:
             q = int(m.group(2))
             if q > top.get(m.group(1), 0):
@@ -1052,12 +1704,12 @@ def import_cases(
     *,
     fmt: str | None = None,
     crs: str | None = None,
-) -> ImportReport:
+) -> CaseImportReport:
     """Validate ``path`` and import its cases (see the module docstring). Never commits.
 
     Nothing is written when there is any issue, unless ``skip_invalid`` (then exactly the
     valid rows are). ``crs``: coordinate system of points without a ``crs`` field."""
-    t0 = time.perf_counter()
+    t_begin = time.perf_counter()
     path = Path(path)
     try:
         f = detect_format(path, fmt)
@@ -1074,20 +1726,26 @@ def import_cases(
             field="crs",
             value=crs,
         )
-    inp = _Input(kind="cases", file=path.name, fmt=f, known=frozenset(FIELDS))
-    problems = read_csv(path, inp) if f == "csv" else _read_json(path, inp)
-    job = _Job(session, inp, crs)
     report = CaseImportReport(kind="cases", file=path.name, fmt=f, skip_invalid=skip_invalid)
+    timings = report.timings
+    t0 = time.perf_counter()
+    inp = _Input(kind="cases", file=path.name, fmt=f, known=frozenset(FIELDS))
+    problems = _read_csv(path, inp) if f == "csv" else _read_json(path, inp)
+    timings["read"] = time.perf_counter() - t0
+    job = _Job(session, inp, crs)
     events = 0
     if inp.unreadable is not None:
         job.issues.fatal(inp.unreadable[0], None, inp.unreadable[1])
     else:
+        t0 = time.perf_counter()
         for i, fld, msg in problems:
             job.add(i, fld, None, msg)
         plan = job.validate()
         good = ~job.issues.bad
+        timings["validate"] = time.perf_counter() - t0
         if not (job.issues.count and not skip_invalid) and good.any():
-            report.written, events = _write(job, plan, good, path.name)
+            report.written, events = _write(job, plan, good, path.name, timings)
+            t0 = time.perf_counter()
             audit.record(
                 session,
                 "import",
@@ -1101,12 +1759,15 @@ def import_cases(
                 },
             )
             report.notes.append(f"{events} history events written")
+            timings["finish"] = time.perf_counter() - t0
     report.total = inp.n
     report.invalid_rows = int(job.issues.bad.sum())
     report.error_count = job.issues.count
     report.errors = sorted(job.issues.items, key=lambda x: x.row)
     report.notes = inp.notes + report.notes
-    report.seconds = time.perf_counter() - t0
+    report.seconds = time.perf_counter() - t_begin
+    for k, v in timings.items():
+        timings[k] = round(v, 3)
     return report
 
 
