@@ -5,9 +5,11 @@ demo city, with and without the rollup listener (best of 3 each), plus the time 
 inside the listener. ``--full`` runs every case through the whole loop (… + 处置反馈 with a
 photo + 核查 + 结案), which moves the position counters too (受理员 核查派发, 值班长 结案, …).
 Target (issue 4): upkeep adds ≤ 10 % to transition time. Times are this process's CPU time
-(SQLite runs in-process), so other work on the machine does not blur the comparison.
+(SQLite runs in-process), so other work on the machine does not blur the comparison. With
+``--db postgresql`` the database works in its own processes: wall-clock time is measured
+(each run on a fresh copy of a template database, best of 3), plus this process's CPU.
 
-Usage: python bench/rollup_overhead.py [--cases 300] [--full]   (SQLite)
+Usage: python bench/rollup_overhead.py [--cases 300] [--full] [--db sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -42,6 +44,28 @@ from tests.factories import (  # noqa: E402
 )
 
 T0 = datetime(2026, 11, 17, 1, 0, tzinfo=UTC)
+#: What the workload is timed with: process CPU (SQLite, in-process) or wall time (PostgreSQL).
+CLOCK: list[Any] = [time.process_time]
+
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_TEMPLATE = "cityops_bench_rollup"
+
+
+def _pg_admin(sql: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(PG_ADMIN.replace("postgresql://", "postgresql+psycopg://"))
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(sql))
+    eng.dispose()
+
+
+def fresh_pg(i: int) -> Database:
+    name = f"{PG_TEMPLATE}_run{i}"
+    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _pg_admin(f"CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}")
+    return Database(f"postgresql://postgres@127.0.0.1:5432/{name}")
 
 
 def workload(db: Database, n: int, full: bool = False, store: Any = None) -> float:
@@ -50,7 +74,7 @@ def workload(db: Database, n: int, full: bool = False, store: Any = None) -> flo
         op, shift = principal(s, "operator1"), principal(s, "shift1")
         lon, lat = point_in(grid_of_inspector(s, "inspector1"))
         cat = matter_category(s)
-        start = time.process_time()
+        start = CLOCK[0]()
         for i in range(n):
             t = T0 + timedelta(minutes=i)
             c = service.create_case(
@@ -72,7 +96,7 @@ def workload(db: Database, n: int, full: bool = False, store: Any = None) -> flo
                     service.perform(s, insp, c.id, "check", check, None, t + timedelta(minutes=12))
                     service.perform(s, shift, c.id, "close", {}, None, t + timedelta(minutes=14))
             s.commit()
-        return time.process_time() - start
+        return CLOCK[0]() - start
 
 
 def fresh_sqlite(template: Path, tmp: Path, i: int) -> Database:
@@ -85,28 +109,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", type=int, default=300)
     ap.add_argument("--full", action="store_true", help="the whole loop up to 结案")
+    ap.add_argument("--db", default="sqlite", choices=("sqlite", "postgresql"))
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     store = LocalStorage(tmp / "att")
     template = tmp / "city.db"
-    db = Database(f"sqlite:///{template}")
-    upgrade(db.engine)
-    build_demo(db, "small", 7)
-    with db.engine.connect() as c:
-        c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    if a.db == "postgresql":
+        CLOCK[0] = time.perf_counter
+        _pg_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)")
+        _pg_admin(f"CREATE DATABASE {PG_TEMPLATE}")
+        db = Database(f"postgresql://postgres@127.0.0.1:5432/{PG_TEMPLATE}")
+        upgrade(db.engine)
+        build_demo(db, "small", 7)
+    else:
+        db = Database(f"sqlite:///{template}")
+        upgrade(db.engine)
+        build_demo(db, "small", 7)
+        with db.engine.connect() as c:
+            c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     db.dispose()
     plain = rollup._after_flush
     spent = [0.0]
 
     def timed(session: Any, ctx: Any) -> None:
-        t = time.process_time()
+        t = CLOCK[0]()
         plain(session, ctx)
-        spent[0] += time.process_time() - t
+        spent[0] += CLOCK[0]() - t
 
     best: dict[bool, float] = {}
     inside = 1e9
     for i, with_listener in enumerate((False, True) * 3):
-        run = fresh_sqlite(template, tmp, i)
+        run = fresh_pg(i) if a.db == "postgresql" else fresh_sqlite(template, tmp, i)
         rollup.uninstall()
         try:
             if with_listener:
@@ -122,9 +155,13 @@ def main() -> None:
             rollup._after_flush = plain  # type: ignore[assignment]
             rollup.install()
             run.dispose()
+            if a.db == "postgresql":
+                _pg_admin(f"DROP DATABASE IF EXISTS {PG_TEMPLATE}_run{i} WITH (FORCE)")
     print(
         json.dumps(
             {
+                "db": a.db,
+                "clock": "wall" if a.db == "postgresql" else "process CPU",
                 "cases": a.cases,
                 "full_loop": a.full,
                 "without_s": round(best[False], 2),

@@ -565,9 +565,45 @@ def upsert_sums(session: Session, sums: dict[Key, int]) -> int:
         rows.append((*k, n))
         mk = _month_key(k)
         monthly[mk] = monthly.get(mk, 0) + n
-    _execute_upsert(conn, "daily", rows)
-    _execute_upsert(conn, "monthly", [(*k, n) for k, n in sorted(monthly.items())])
+    mrows = [(*k, n) for k, n in sorted(monthly.items())]
+    if conn.dialect.name == "postgresql":
+        _upsert_both_pg(conn, rows, mrows)
+    else:
+        _execute_upsert(conn, "daily", rows)
+        _execute_upsert(conn, "monthly", mrows)
     return len(rows)
+
+
+#: Column types of the two levels' rows, in :data:`_KEYS` order plus the count (arrays).
+_PG_TYPES = {
+    "daily": ("date", "integer", "text", "integer", "integer", "text", "integer"),
+    "monthly": ("date", "text", "integer", "text", "integer", "integer"),
+}
+
+
+def _upsert_both_pg(
+    conn: Any, daily: list[tuple[Any, ...]], monthly: list[tuple[Any, ...]]
+) -> None:
+    """Both levels in one statement and one round trip on PostgreSQL (the listener's upkeep
+    is mostly round trips there): the daily upsert as a data-modifying CTE, each level's rows
+    passed as one array per column."""
+    parts = []
+    params: list[list[Any]] = []
+    for table, rows in (("daily", daily), ("monthly", monthly)):
+        name = (EvalDailyCount if table == "daily" else EvalMonthlyCount).__tablename__
+        keys = _KEYS[table]
+        cols = (*keys, "count")
+        arrays = ", ".join(f"%s::{t}[]" for t in _PG_TYPES[table])
+        parts.append(
+            f"INSERT INTO {name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {name}.count + excluded.count"
+        )
+        params.extend([list(col) for col in zip(*rows, strict=True)] or [[] for _ in cols])
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(f"WITH d AS ({parts[0]}) {parts[1]}", params)
+    finally:
+        cur.close()
 
 
 def upsert(session: Session, facts: Iterable[Fact]) -> int:
