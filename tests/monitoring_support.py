@@ -88,10 +88,10 @@ def publish(topic: str, payload: str | bytes, port: int = BROKER_PORT, qos: int 
 
 @contextmanager
 def running_subscriber(
-    db: Database, root: str, port: int = BROKER_PORT, client_id: str | None = None
+    db: Database, root: str, port: int = BROKER_PORT, client_id: str | None = None, **kw: Any
 ) -> Iterator[Subscriber]:
     sub = Subscriber(
-        db, BrokerAddress(BROKER_HOST, port), client_id or unique("cityops-test"), root
+        db, BrokerAddress(BROKER_HOST, port), client_id or unique("cityops-test"), root, **kw
     ).start()
     try:
         wait_for(sub.connected.is_set, 10, "the subscriber to connect")

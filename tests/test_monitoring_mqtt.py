@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,6 +22,7 @@ from cityops.cases.storage import LocalStorage
 from cityops.core.db import Database, utcnow
 from cityops.monitoring import service
 from cityops.monitoring.models import Alarm, Device, Latest, Reading
+from cityops.monitoring.mqtt import Subscriber
 from tests.monitoring_support import (
     BROKER_HOST,
     close_case,
@@ -28,6 +30,7 @@ from tests.monitoring_support import (
     facility_of,
     open_alarm,
     publish,
+    publisher,
     require_broker,
     running_subscriber,
     unique,
@@ -219,3 +222,121 @@ def test_simulator_command_publishes_the_demo_devices(
     finally:
         monkeypatch.delenv("CITYOPS_DATABASE_URL")
         get_settings.cache_clear()
+
+
+def _held_subscriber(
+    sub: Subscriber, entered: threading.Event | None = None
+) -> tuple[threading.Event, list[int]]:
+    """Make the subscriber's intake wait for a gate (the database is slow) and record the
+    number of readings of every batch; ``entered`` is set once an intake is waiting."""
+    gate = threading.Event()
+    sizes: list[int] = []
+    ingest = sub._ingest
+
+    def held(rows: list[dict[str, object]]) -> tuple[int, int, list[int]]:
+        if entered is not None:
+            entered.set()
+        gate.wait(20)
+        sizes.append(len(rows))
+        return ingest(rows)
+
+    sub._ingest = held  # type: ignore[method-assign]
+    return gate, sizes
+
+
+def test_messages_waiting_during_a_slow_batch_are_taken_together(city: Database) -> None:
+    """MQTT 5 Receive Maximum: the broker sends far more than Mosquitto's default window of
+    20 unacknowledged messages, so what arrived while a batch was being stored is one batch."""
+    require_broker()
+    root = unique("cityops-test") + "/telemetry"
+    code = "WL-YLD-003"
+    with running_subscriber(city, root) as sub:
+        gate, sizes = _held_subscriber(sub)
+        pub = publisher()
+        try:
+            infos = [
+                pub.publish(f"{root}/{code}", _msg("ponding", 1.0 + i % 5, 200 - i), qos=1)
+                for i in range(150)
+            ]
+            for info in infos:
+                info.wait_for_publish(10)
+            time.sleep(1.0)  # the broker delivers what its window allows
+            gate.set()
+            wait_for(lambda: sub.stats.stored >= 150, 20, "every reading")
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+    assert sum(sizes) == 150 and sub.stats.errors == 0
+    assert max(sizes) > 100, sizes  # with a window of 20 no batch could exceed 20
+    with city.session() as s:
+        d = device(s, code)
+        assert s.scalar(select(func.count()).where(Reading.device_id == d.id)) == 150
+
+
+def test_a_batch_is_capped_in_readings(city: Database) -> None:
+    require_broker()
+    root = unique("cityops-test") + "/telemetry"
+    code = "WL-YLD-003"
+    with running_subscriber(city, root, max_readings=50) as sub:
+        gate, sizes = _held_subscriber(sub)
+        pub = publisher()
+        try:
+            for i in range(30):  # 30 messages of 10 readings
+                rows = [
+                    json.loads(_msg("ponding", 2.0, 400 - 10 * i - k, unit="cm")) for k in range(10)
+                ]
+                pub.publish(f"{root}/{code}", json.dumps(rows), qos=1).wait_for_publish(10)
+            time.sleep(1.0)
+            gate.set()
+            wait_for(lambda: sub.stats.stored >= 300, 20, "every reading")
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+    assert sum(sizes) == 300
+    # a batch stops taking messages once it holds 50 readings
+    assert max(sizes) <= 50 and len(sizes) >= 6, sizes
+
+
+def test_readings_that_may_alarm_are_stored_ahead_of_the_batch(city: Database) -> None:
+    """A methane reading past the warning threshold arrives behind a pile of normal ponding
+    readings: its device's messages go first, in their own transaction, so its alarm and
+    urgent case do not wait for the pile."""
+    require_broker()
+    root = unique("cityops-test") + "/telemetry"
+    hot, calm = "GAS-VW-002-CH4", "WL-YLD-003"
+    with running_subscriber(city, root) as sub:
+        entered = threading.Event()
+        gate, sizes = _held_subscriber(sub, entered)
+        order: list[set[str]] = []
+        held = sub._ingest
+
+        def spy(rows: list[dict[str, object]]) -> tuple[int, int, list[int]]:
+            order.append({str(r["device_code"]) for r in rows})
+            return held(rows)
+
+        sub._ingest = spy  # type: ignore[method-assign]
+        pub = publisher()
+        try:
+            # a first message keeps the intake busy
+            pub.publish(f"{root}/{calm}", _msg("ponding", 1.0, 120), qos=1).wait_for_publish(10)
+            assert entered.wait(10)
+            msgs = [(calm, _msg("ponding", 1.0, 100 - i)) for i in range(40)]
+            msgs.insert(20, (hot, _msg("ch4", 0.2, 30)))  # the same device's earlier reading
+            msgs.append((hot, _msg("ch4", 12.0, 1)))
+            for code, body in msgs:
+                pub.publish(f"{root}/{code}", body, qos=1).wait_for_publish(10)
+            time.sleep(1.0)
+            gate.set()
+            wait_for(lambda: sub.stats.stored >= 43, 20, "every reading")
+        finally:
+            pub.loop_stop()
+            pub.disconnect()
+    # behind the busy intake: the methane device's two messages, in order, ahead of the 40
+    # ponding ones waiting with them
+    assert sizes == [1, 2, 40] and order[1:] == [{hot}, {calm}], (order, sizes)
+    assert len(sub.stats.alarms) == 1
+    with city.session() as s:
+        a = open_alarm(s, hot)
+        assert a is not None and a.level == 2 and a.case_id is not None  # 10 ≤ 12 < 25
+        # both methane readings were evaluated in order: the rule saw 0.2 then 12.0
+        assert service.latest_values(s, [hot], "ch4")[hot][1] == 12.0
