@@ -496,15 +496,22 @@ CSV_SHAPES = {
 
 @pytest.mark.parametrize("shape", list(CSV_SHAPES))
 @pytest.mark.parametrize("encoding", ["utf-8", "gb18030"])
-def test_csv_reading_matches_the_shared_reader(tmp_path: Path, shape: str, encoding: str) -> None:
-    """The import splits plain files itself: same columns, notes and problems as
-    cityops.core.tabular.read_csv for every shape of file."""
+def test_csv_reading_matches_the_shared_reader(
+    tmp_path: Path, shape: str, encoding: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shared CSV reader splits plain files itself: same columns, notes and problems as
+    through the csv module (its fast path switched off) for every shape of file."""
+    from cityops.core import tabular
+
     path = tmp_path / "shape.csv"
     path.write_bytes(CSV_SHAPES[shape].encode(encoding))
     got = []
-    for reader in (read_csv, legacy_import._read_csv):
-        inp = TabularInput(kind="cases", file=path.name, fmt="csv", known=frozenset(FIELDS))
-        problems = reader(path, inp)
+    for fast in (False, True):
+        with monkeypatch.context() as m:
+            if not fast:
+                m.setattr(tabular, "plain_columns", lambda _text: None)
+            inp = TabularInput(kind="cases", file=path.name, fmt="csv", known=frozenset(FIELDS))
+            problems = read_csv(path, inp)
         got.append((problems, inp.n, inp.cols, inp.present, inp.notes, inp.unreadable, inp.geoms))
     assert got[1] == got[0]
 

@@ -91,21 +91,18 @@ transaction. ``report.timings`` holds the seconds of each phase.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, cast
 
@@ -128,7 +125,7 @@ from cityops.cases.service import CLOCK_STAGE, WARN_FRACTION
 from cityops.core import audit
 from cityops.core.errors import Invalid
 from cityops.core.tabular import TabularInput as _Input
-from cityops.core.tabular import decode_text, load_json, norm_cell
+from cityops.core.tabular import clean_cells, load_json, norm_cell, read_csv
 from cityops.geo import crs as crsmod
 from cityops.geo.importer import ImportIssue, ImportReport, IssueCollector
 from cityops.geo.index import indexes_for
@@ -283,101 +280,10 @@ class CaseImportReport(ImportReport):
 # --------------------------------------------------------------------------- reading
 
 
-def _clean(values: Sequence[str]) -> list[str | None]:
-    """Cells stripped, empty ones None (``[v.strip() or None for v in values]``)."""
-    out: list[Any] = list(map(str.strip, values))
-    if "" in out:
-        out = [v or None for v in out]
-    return out
-
-
-def _plain_columns(text: str) -> tuple[list[str], list[list[str]]] | None:
-    """The header and the columns of a CSV text that ``csv.reader`` would read as plain
-    ``split(",")`` lines: no quotes, NULs or bare CRs, every data line as wide as the header,
-    no blank last line. None when the general path is needed."""
-    if '"' in text or "\x00" in text:
-        return None
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        if "\r" in text:
-            return None
-    head, _, body = text.partition("\n")
-    body = body.removesuffix("\n")
-    header = head.split(",")
-    width = len(header)
-    lines = body.split("\n") if body else []
-    if lines and not any(c.strip() for c in lines[-1].split(",")):
-        return None  # trailing blank lines are dropped: the general path does it
-    if lines and set(map(methodcaller("count", ","), lines)) != {width - 1}:
-        return None
-    if max(map(len, lines), default=0) > csv.field_size_limit():
-        return None  # let csv report the oversized field
-    flat = body.replace("\n", ",").split(",") if lines else []
-    return header, [flat[k::width] for k in range(width)]
-
-
-def _read_csv(path: Path, inp: _Input) -> list[tuple[int, str, str]]:
-    """:func:`cityops.core.tabular.read_csv` (same result, notes and problems), with plain
-    files split by ``str.split`` and the cells cleaned column by column."""
-    problems: list[tuple[int, str, str]] = []
-    txt = decode_text(path.read_bytes(), inp)
-    if txt is None:
-        return problems
-    plain = _plain_columns(txt)
-    if plain is not None:
-        first, columns = plain
-        n = len(columns[0])
-    else:
-        try:
-            records = list(csv.reader(io.StringIO(txt, newline="")))
-        except csv.Error as exc:
-            inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
-            return problems
-        first = records[0] if records else []
-    if not any(c.strip() for c in first):
-        inp.unreadable = ("header", "the file has no header row")
-        return problems
-    header = [h.strip().lstrip("\ufeff").lower() for h in first]
-    dup = [h for h, c in Counter(header).items() if c > 1 and h]
-    if dup:
-        inp.unreadable = (dup[0], f"column {dup[0]!r} appears more than once in the header")
-        return problems
-    width = len(header)
-    if plain is None:
-        body = records[1:]
-        # Trailing blank lines are dropped; a blank line inside the file is kept as an empty
-        # row so that row numbers stay the record positions.
-        while body and not any(c.strip() for c in body[-1]):
-            body.pop()
-        fixed: list[list[str]] = body if set(map(len, body)) <= {width} else []
-        for k, rec in enumerate(body if not fixed else ()):
-            if len(rec) != width:
-                if len(rec) > width and any(c.strip() for c in rec[width:]):
-                    problems.append(
-                        (k, "(row)", f"the row has {len(rec)} fields but the header has {width}")
-                    )
-                rec = (rec + [""] * width)[:width]
-            fixed.append(rec)
-        n = len(fixed)
-        columns = list(map(list, zip(*fixed, strict=True))) if fixed else [[] for _ in header]
-    inp.n = n
-    known = inp.known
-    unknown = [h for h in header if h and h not in known]
-    if unknown:
-        inp.notes.append("ignored unknown column(s): " + ", ".join(unknown))
-    for name, values in zip(header, columns, strict=True):
-        if name not in known:
-            continue
-        inp.present.add(name)
-        inp.cols[name] = _clean(values)
-    inp.geoms = [None] * inp.n
-    return problems
-
-
 def _norm_column(values: list[Any]) -> list[str | None]:
     """:func:`norm_cell` of each value (strings, the common case, column-wise)."""
     if set(map(type, values)) <= {str}:
-        return _clean(values)
+        return clean_cells(values)
     return [norm_cell(v) for v in values]
 
 
@@ -1730,7 +1636,7 @@ def import_cases(
     timings = report.timings
     t0 = time.perf_counter()
     inp = _Input(kind="cases", file=path.name, fmt=f, known=frozenset(FIELDS))
-    problems = _read_csv(path, inp) if f == "csv" else _read_json(path, inp)
+    problems = read_csv(path, inp) if f == "csv" else _read_json(path, inp)
     timings["read"] = time.perf_counter() - t0
     job = _Job(session, inp, crs)
     events = 0

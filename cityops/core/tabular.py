@@ -13,7 +13,9 @@ import io
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -92,54 +94,105 @@ def load_json(path: Path, inp: TabularInput) -> Any:
     return doc
 
 
+def clean_cells(values: Sequence[str]) -> list[str | None]:
+    """Cells stripped, empty ones None (``[v.strip() or None for v in values]``, faster)."""
+    out: list[Any] = list(map(str.strip, values))
+    if "" in out:
+        out = [v or None for v in out]
+    return out
+
+
+def plain_columns(text: str) -> tuple[list[str], list[list[str]]] | None:
+    """The header and the columns of a CSV text that ``csv.reader`` would read as plain
+    ``split(",")`` lines: no quotes, NULs or bare CRs, every data line as wide as the header,
+    no blank last line. None when the csv module is needed."""
+    if '"' in text or "\x00" in text:
+        return None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            return None
+    head, _, body = text.partition("\n")
+    body = body.removesuffix("\n")
+    header = head.split(",")
+    width = len(header)
+    lines = body.split("\n") if body else []
+    if lines and not any(c.strip() for c in lines[-1].split(",")):
+        return None  # trailing blank lines are dropped: the general path does it
+    if lines and set(map(methodcaller("count", ","), lines)) != {width - 1}:
+        return None
+    if max(map(len, lines), default=0) > csv.field_size_limit():
+        return None  # let csv report the oversized field
+    flat = body.replace("\n", ",").split(",") if lines else []
+    return header, [flat[k::width] for k in range(width)]
+
+
 def read_csv(path: Path, inp: TabularInput) -> list[tuple[int, str, str]]:
-    """Fill ``inp`` from a CSV file; returns row-level problems (row, field, message)."""
+    """Fill ``inp`` from a CSV file; returns row-level problems (row, field, message).
+
+    Plain files (no quotes, every row as wide as the header) are split with ``str.split``
+    straight into columns; others go through the csv module."""
     problems: list[tuple[int, str, str]] = []
     text = decode_text(path.read_bytes(), inp)
     if text is None:
         return problems
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
-        return problems
-    if not records or not any(c.strip() for c in records[0]):
+    plain = plain_columns(text)
+    if plain is not None:
+        first, columns = plain
+        n = len(columns[0])
+    else:
+        try:
+            records = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            inp.unreadable = ("csv", f"not a readable CSV file: {exc}")
+            return problems
+        first = records[0] if records else []
+    if not any(c.strip() for c in first):
         inp.unreadable = ("header", "the file has no header row")
         return problems
-    header = [h.strip().lstrip("\ufeff").lower() for h in records[0]]
+    header = [h.strip().lstrip("\ufeff").lower() for h in first]
     dup = [h for h, c in Counter(header).items() if c > 1 and h]
     if dup:
-        inp.unreadable = (dup[0], f"column {dup[0]!r} appears more than once in the header")
+        inp.unreadable = (
+            dup[0],
+            f"column {dup[0]!r} appears more than once in the header",
+        )
         return problems
-    body = records[1:]
-    # Trailing blank lines are dropped; a blank line inside the file is kept as an empty row
-    # so that row numbers stay the record positions.
-    while body and not any(c.strip() for c in body[-1]):
-        body.pop()
     width = len(header)
-    fixed: list[list[str]] = body if {len(r) for r in body} <= {width} else []
-    for k, rec in enumerate(body if not fixed else ()):
-        if len(rec) != width:
-            if len(rec) > width and any(c.strip() for c in rec[width:]):
-                problems.append(
-                    (k, "(row)", f"the row has {len(rec)} fields but the header has {width}")
-                )
-            rec = (rec + [""] * width)[:width]
-        fixed.append(rec)
-    inp.n = len(fixed)
+    if plain is None:
+        body = records[1:]
+        # Trailing blank lines are dropped; a blank line inside the file is kept as an empty
+        # row so that row numbers stay the record positions.
+        while body and not any(c.strip() for c in body[-1]):
+            body.pop()
+        fixed: list[list[str]] = body if set(map(len, body)) <= {width} else []
+        for k, rec in enumerate(body if not fixed else ()):
+            if len(rec) != width:
+                if len(rec) > width and any(c.strip() for c in rec[width:]):
+                    problems.append(
+                        (
+                            k,
+                            "(row)",
+                            f"the row has {len(rec)} fields but the header has {width}",
+                        )
+                    )
+                rec = (rec + [""] * width)[:width]
+            fixed.append(rec)
+        n = len(fixed)
+        columns = list(map(list, zip(*fixed, strict=True))) if fixed else [[] for _ in header]
+    inp.n = n
     known = inp.known
     unknown = [h for h in header if h and h not in known]
     if unknown:
         inp.notes.append("ignored unknown column(s): " + ", ".join(unknown))
-    columns = list(zip(*fixed, strict=True)) if fixed else [() for _ in header]
     for name, values in zip(header, columns, strict=True):
         if name not in known:
             continue
         inp.present.add(name)
         if name == "geometry":
-            inp.geoms = [v.strip() or None for v in values]
+            inp.geoms = clean_cells(values)
         else:
-            inp.cols[name] = [v.strip() or None for v in values]
+            inp.cols[name] = clean_cells(values)
     if not inp.geoms:
         inp.geoms = [None] * inp.n
     return problems
