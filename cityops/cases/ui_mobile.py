@@ -107,6 +107,21 @@ def report_categories(session: Session) -> dict[int, str]:
     }
 
 
+async def _store_photo(p: Principal, e: events.UploadEventArguments) -> dict[str, Any] | None:
+    """Store an uploaded photo as an attachment of ``p`` (EXIF position read, public copy
+    without EXIF); None after telling the user why it was refused."""
+    data = await e.file.read()
+    try:
+        with get_db().session() as s:
+            lock_for_write(s)
+            res = queries.upload(s, p, default_storage(), e.file.name, e.file.content_type, data)
+            s.commit()
+    except DomainError as exc:
+        ui.notify(str(exc), type="negative")
+        return None
+    return res
+
+
 def register() -> None:
     nav_item("/m", "城管通", "Inspector app", "smartphone", "inspector")
 
@@ -232,16 +247,8 @@ def register() -> None:
         m.on("map-click", picked)
 
         async def photo_uploaded(e: events.UploadEventArguments) -> None:
-            data = await e.file.read()
-            try:
-                with get_db().session() as s:
-                    lock_for_write(s)
-                    res = queries.upload(
-                        s, p, default_storage(), e.file.name, e.file.content_type, data
-                    )
-                    s.commit()
-            except DomainError as exc:
-                ui.notify(str(exc), type="negative")
+            res = await _store_photo(p, e)
+            if res is None:
                 return
             photos["report"].append(int(res["id"]))
             loc = res.get("exif_location")
@@ -317,16 +324,8 @@ def register() -> None:
                 remark = ui.input(t("说明", "Note")).classes("w-full")
 
                 async def got(e: events.UploadEventArguments) -> None:
-                    data = await e.file.read()
-                    try:
-                        with get_db().session() as s:
-                            lock_for_write(s)
-                            res = queries.upload(
-                                s, p, default_storage(), e.file.name, e.file.content_type, data
-                            )
-                            s.commit()
-                    except DomainError as exc:
-                        ui.notify(str(exc), type="negative")
+                    res = await _store_photo(p, e)
+                    if res is None:
                         return
                     ids.append(int(res["id"]))
                     count.text = f"{t('已传照片', 'Photos')}: {len(ids)}"
