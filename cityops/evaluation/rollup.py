@@ -509,18 +509,24 @@ _KEYS = {
 _SQL: dict[tuple[str, str], str] = {}
 
 
+def _add_counts_sql(table: str, source: str) -> str:
+    """``INSERT INTO <level> (keys, count) <source> ON CONFLICT (keys) DO UPDATE SET count =
+    count + excluded.count``: what every writer of the counters runs."""
+    name = (EvalDailyCount if table == "daily" else EvalMonthlyCount).__tablename__
+    keys = _KEYS[table]
+    return (
+        f"INSERT INTO {name} ({', '.join((*keys, 'count'))}) {source}"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {name}.count + excluded.count"
+    )
+
+
 def _upsert_sql(dialect: str, table: str) -> str:
-    """``INSERT … ON CONFLICT DO UPDATE SET count = count + excluded.count`` for the DBAPI."""
+    """:func:`_add_counts_sql` with one row of DBAPI parameters, for ``executemany``."""
     sql = _SQL.get((dialect, table))
     if sql is None:
-        name = (EvalDailyCount if table == "daily" else EvalMonthlyCount).__tablename__
-        keys = _KEYS[table]
-        cols = (*keys, "count")
         mark = "?" if dialect == "sqlite" else "%s"
-        sql = _SQL[(dialect, table)] = (
-            f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join([mark] * len(cols))})"
-            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {name}.count + excluded.count"
-        )
+        values = f"VALUES ({', '.join([mark] * (len(_KEYS[table]) + 1))})"
+        sql = _SQL[(dialect, table)] = _add_counts_sql(table, values)
     return sql
 
 
@@ -590,15 +596,10 @@ def _upsert_both_pg(
     parts = []
     params: list[list[Any]] = []
     for table, rows in (("daily", daily), ("monthly", monthly)):
-        name = (EvalDailyCount if table == "daily" else EvalMonthlyCount).__tablename__
-        keys = _KEYS[table]
-        cols = (*keys, "count")
-        arrays = ", ".join(f"%s::{t}[]" for t in _PG_TYPES[table])
-        parts.append(
-            f"INSERT INTO {name} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
-            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET count = {name}.count + excluded.count"
-        )
-        params.extend([list(col) for col in zip(*rows, strict=True)] or [[] for _ in cols])
+        types = _PG_TYPES[table]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        parts.append(_add_counts_sql(table, f"SELECT * FROM unnest({arrays})"))
+        params.extend([list(col) for col in zip(*rows, strict=True)] or [[] for _ in types])
     cur = conn.connection.dbapi_connection.cursor()
     try:
         cur.execute(f"WITH d AS ({parts[0]}) {parts[1]}", params)
