@@ -182,6 +182,13 @@ class _Map(ui.leaflet):
                 self.run_method("add_layer", layer.to_dict(), layer.id)
 
 
+def _metres_per_pixel(lat: float, zoom: float) -> float:
+    """Ground metres per screen pixel of the web map at ``zoom`` and latitude ``lat``
+    (markers keep their size on screen; a click finds what is within a few pixels)."""
+    return 156_543 * math.cos(math.radians(lat)) / 2**zoom
+
+
+NO_LIFELINE: dict[str, list[Any]] = {"sensors": [], "alarms": [], "ponding": []}
 PONDING_STATES_ZH = {"normal": "正常", "warning": "预警", "closed": "封闭", "unknown": "无数据"}
 
 
@@ -452,10 +459,12 @@ def register() -> None:
                     for state_name in STAGE_COLOURS:
                         put(f"h-{state_name}", "geoJSON", [])
                     state["cells"] = 0
-                lines = lifeline(s, p, utcnow())
+                # (the flood board behind it is a few queries: only when a layer shows it)
+                wanted = show["lifeline"].value or show["ponding"].value
+                lines = lifeline(s, p, utcnow()) if wanted else NO_LIFELINE
                 state["lifeline"] = lines
             # markers keep a size on screen: metres per pixel at this zoom and latitude
-            mpp = 156_543 * math.cos(math.radians(c_lat)) / 2**z
+            mpp = _metres_per_pixel(c_lat, z)
             groups = {
                 "sensors": marker_layers(lines["sensors"], 9 * mpp)
                 if show["lifeline"].value
@@ -512,8 +521,8 @@ def register() -> None:
                         f"{t('部件', 'Component')} {comp['code']} {comp['category']} "
                         f"({comp['status']}, {comp['distance_m']} m)"
                     )
-                mpp = 156_543 * math.cos(math.radians(c_lat)) / 2 ** float(state["zoom"])
-                near = lifeline_near(state.get("lifeline") or {"sensors": [], "ponding": []},
+                mpp = _metres_per_pixel(c_lat, float(state["zoom"]))
+                near = lifeline_near(state.get("lifeline") or NO_LIFELINE,
                                      c_lon, c_lat, max(30.0, 12 * mpp))  # fmt: skip
                 for it in near[:5]:
                     if it["kind"] == "ponding":
